@@ -1,0 +1,437 @@
+"""Typed configuration: dataclass defaults, one YAML preset, ``--set a.b=c`` overrides.
+
+``load_config(preset_or_path, overrides)``:
+
+1. starts from the dataclass defaults below;
+2. merges ONE YAML file (a preset name from ``maskconver/configs/`` or a path);
+3. applies ``a.b.c=value`` overrides (values parsed with ``yaml.safe_load``);
+4. rejects unknown keys with a close-match hint, and type-checks every value.
+
+Only ``build.py``, ``engine/`` and ``commands/`` read a ``Config``; modules never do.
+Where the MaskConver paper and the official TensorFlow code differ, the choice is a named field
+here (see ``docs/fidelity.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class BackboneConfig:
+    """Feature extractor. ``name`` is a key of ``build.BACKBONES``."""
+
+    name: Literal[
+        "tiny", "mobilenet_mh", "mobilenetv3_large", "resnet50", "resnet50_unet"
+    ] = "tiny"
+    output_stride: int = 32  # 16 dilates the last stage (MobileNet-MH in the reference)
+    weights: str | None = None  # torchvision-named weight file (.pth or .safetensors)
+    width: int = 32  # tiny backbone: channels of the first stage
+    activation: Literal["relu", "gelu", "hardswish", "silu"] = "relu"
+    frozen_bn: bool = False  # ResNet BN frozen (reference ResNet-UNet panoptic config)
+    drop_path_rate: float = 0.0  # ResNet-UNet stochastic-depth init rate (0.1 in the reference)
+    unet_channels: list[int] = field(default_factory=lambda: [384, 384, 384])  # D5, D4, D3
+    unet_repeats: list[int] = field(default_factory=lambda: [18, 1, 1])  # N5, N4, N3
+    unet_se_ratio: float = 0.0625  # ConvNeXt-SE squeeze ratio of the expanded width
+
+
+@dataclass
+class DecoderConfig:
+    """Pixel decoder. ``name`` is a key of ``build.DECODERS``."""
+
+    name: Literal["aspp", "maskconver_fpn", "fpn"] = "aspp"
+    channels: int = 256
+    # ASPP (DeepLabv3+)
+    dilation_rates: list[int] = field(default_factory=lambda: [6, 12, 18])
+    depthwise: bool = True
+    dropout: float = 0.0
+    # FPN family
+    min_level: int = 3
+    max_level: int = 7
+    fusion: Literal["sum", "concat"] = "sum"
+    separable: bool = False
+    kernel_size: int = 7  # smoothing kernel of the separable MaskConverFPN
+    norm: Literal["bn", "ln"] = "bn"
+
+
+@dataclass
+class HeadConfig:
+    """The three light heads (center heatmap, center embedding, mask features)."""
+
+    channels: int = 256
+    num_convs: int = 2
+    kernel_size: int = 7  # depthwise kernel; 0 means a dense 3x3 conv per repetition
+    norm: Literal["bn", "ln"] = "bn"
+    activation: Literal["relu", "gelu", "hardswish", "silu"] = "relu"
+    low_level_channels: int = 256  # DeepLabv3+ sum-to-merge projection of backbone L3
+    prior_prob: float = 0.1  # heatmap bias init: -log((1 - p) / p)
+
+
+@dataclass
+class ModelConfig:
+    """Meta-architecture. ``num_classes`` None means: one class per dataset category."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    num_classes: int | None = None
+    label_space: Literal["contiguous", "raw_ids"] = "contiguous"  # raw_ids: class = category id
+    embedding_dim: int = 256
+    mlp_hidden: int = 256  # 256 single-scale reference, 1024 multi-scale reference
+    mlp_activation: Literal["relu", "gelu"] = "relu"
+    fusion: Literal["mul", "add"] = "mul"  # mul: reference single-scale; add: paper / multi-scale
+    multiscale: bool = False  # centers at levels min_level..max_level, mask features at pixel_level
+    level: int = 3  # single-scale: level of centers and mask features
+    min_level: int = 3
+    max_level: int = 7
+    pixel_level: int = 2  # multi-scale mask-feature level
+    num_proposals: int = 50  # K: top-K peaks at inference, slots in training
+    bn_momentum: float = 0.01  # PyTorch convention (Keras 0.99)
+    bn_eps: float = 1e-3
+
+
+@dataclass
+class TargetConfig:
+    """How panoptic labels become center heatmaps and mask slots."""
+
+    thing_center: Literal["box", "mass"] = "box"  # box: reference single-scale; mass: paper
+    stuff_center: Literal["island", "mass"] = "island"  # island: dilated-island procedure
+    max_stuff_centers: int = 1
+    stuff_dilation: int = 61  # square dilation of the island procedure (3 x 21x21 max-pools)
+    min_stuff_area: int = 1024  # island pixels at input resolution
+    gaussian_iou: float = 0.7
+    mask_stride: int = 1  # mask targets / loss at input_size / mask_stride (1 = reference)
+    # multi-scale level assignment by half box diagonal, in input pixels (inclusive bounds)
+    level_low: list[float] = field(default_factory=lambda: [0, 40, 80, 160, 320])
+    level_high: list[float] = field(default_factory=lambda: [64, 128, 256, 512, 1e7])
+    crowd_as_ignore: bool = True  # crowd pixels are ignored by every loss
+
+
+@dataclass
+class LossConfig:
+    """Loss weights: paper 1 / 10 / 10; reference MobileNet configs 1 / 5 / 5."""
+
+    center_weight: float = 1.0
+    bce_weight: float = 5.0
+    dice_weight: float = 5.0
+    focal_alpha: float = 2.0
+    focal_beta: float = 4.0
+    dice_mode: Literal["adaptive", "plain"] = "adaptive"  # 1 - d exp(1 - d) vs 1 - d
+
+
+@dataclass
+class PostprocessConfig:
+    """Panoptic merge thresholds (reference MobileNet: 0.01 / 0.7 / 256)."""
+
+    merge: Literal["reference", "maskformer"] = "reference"
+    object_threshold: float = 0.01
+    overlap_threshold: float = 0.7
+    min_area: int = 256  # pixels on the output canvas
+    mask_threshold: float = 0.5
+    hard_sigmoid: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from. ``root`` None means the embedded synthetic dataset."""
+
+    root: str | None = None
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    num_workers: int = 0
+    skip_bad_samples: bool = False  # report and skip unreadable samples instead of stopping
+    synthetic_train: int = 2000
+    synthetic_val: int = 100
+    synthetic_seed: int = 0
+    synthetic_min_size: int = 96
+    synthetic_max_size: int = 160
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation: flip, large scale jitter, optional panoptic copy-paste."""
+
+    input_size: list[int] = field(default_factory=lambda: [256, 256])  # H, W
+    hflip: bool = True
+    scale_min: float = 0.1
+    scale_max: float = 1.9
+    copy_paste: bool = False
+    copy_paste_prob: float = 0.5
+    copy_paste_scale_min: float = 0.025
+    copy_paste_scale_max: float = 1.5
+
+
+@dataclass
+class TrainConfig:
+    """The training loop (one function in ``engine/train.py``)."""
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.04
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    batch_size: int = 8
+    max_steps: int = 1000
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.0  # 0 disables clipping
+    grad_accum: int = 1
+    ema: bool = True
+    ema_decay: float = 0.9998
+    ema_warmup: bool = True
+    amp: Literal["none", "bf16"] = "none"
+    channels_last: bool = False
+    seed: int = 0
+    log_every: int = 20
+    eval_every: int = 0  # 0 means only at the end
+    ckpt_every: int = 500
+    keep_last: int = 2
+    max_eval_images: int = 0  # 0 means the whole validation split
+
+
+@dataclass
+class EvalConfig:
+    """Inference input size and evaluation batch."""
+
+    input_size: int = 256  # longest side after resize; padded to a square of this size
+    batch_size: int = 8
+
+
+@dataclass
+class Config:
+    """Everything a run needs; stored in every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed, unknown or of the wrong type."""
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks; raises ``ConfigError`` with the offending keys."""
+    m = cfg.model
+    if m.multiscale and not (m.pixel_level <= m.min_level <= m.max_level):
+        raise ConfigError("model: need pixel_level <= min_level <= max_level for multiscale")
+    if m.num_proposals < 1:
+        raise ConfigError("model.num_proposals must be >= 1")
+    if len(cfg.augment.input_size) != 2:
+        raise ConfigError("augment.input_size must be [H, W]")
+    if cfg.augment.scale_min <= 0 or cfg.augment.scale_min > cfg.augment.scale_max:
+        raise ConfigError("augment: need 0 < scale_min <= scale_max")
+    if m.multiscale:
+        n_levels = m.max_level - m.min_level + 1
+        if len(cfg.targets.level_low) != n_levels or len(cfg.targets.level_high) != n_levels:
+            raise ConfigError(
+                f"targets.level_low/level_high need {n_levels} entries "
+                f"(levels {m.min_level}..{m.max_level})"
+            )
+    if cfg.targets.mask_stride < 1:
+        raise ConfigError("targets.mask_stride must be >= 1")
+    if cfg.train.grad_accum < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, merging, overriding and dumping
+
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets shipped with the package."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass (YAML/JSON serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML text of the resolved config."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _hint(key: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    """Validate ``value`` against a type hint; returns the (possibly coerced) value."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(hint))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_value(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: unexpected {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from defaults updated with ``data`` (recursively, strictly)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            prefix = f"{where}." if where else ""
+            hint = _hint(str(key), names).replace("'", f"'{prefix}", 1)
+            raise ConfigError(f"unknown config key '{path}'{hint}")
+        field_type = hints[key]
+        if dataclasses.is_dataclass(field_type):
+            kwargs[key] = _from_dict(field_type, value if value is not None else {}, path)  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _check_value(value, field_type, path)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as e:  # pragma: no cover - defensive
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'train.lr=0.1'`` -> ``('train.lr', 0.1)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': cannot parse value: {e}") from e
+    return key, value
+
+
+def resolve_preset(preset_or_path: str) -> Path:
+    """Path of a preset name (``tiny``) or of a YAML file."""
+    candidate = Path(preset_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"config file not found: {candidate}")
+        return candidate
+    path = PRESET_DIR / f"{preset_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown preset '{preset_or_path}'{_hint(preset_or_path, list_presets())}; "
+            f"presets: {', '.join(list_presets())}"
+        )
+    return path
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with a clear error naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Strictly build a ``Config`` from a (partial) nested dict."""
+    return typing.cast(Config, _from_dict(Config, data, ""))
+
+
+def load_config(preset_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- one YAML preset or file <- ``a.b=c`` overrides, strictly checked."""
+    tree: dict[str, Any] = {}
+    if preset_or_path:
+        tree = read_yaml(resolve_preset(preset_or_path))
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    return config_from_dict(tree)
+
+
+def merge_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A new config: ``cfg`` with ``a.b=c`` overrides applied."""
+    tree = to_dict(cfg)
+    for text in overrides:
+        key, value = parse_override(text)
+        patch: dict[str, Any] = {}
+        _set_path(patch, key, value)
+        tree = _deep_merge(tree, patch)
+    return config_from_dict(tree)
