@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "benchmark": "benchmark",
     "config": "config_cmd",
     "data": "data",
+    "quickstart": "quickstart",
 }
 
 
