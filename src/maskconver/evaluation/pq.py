@@ -1,0 +1,282 @@
+"""Panoptic Quality with exactly the semantics of COCO panopticapi ``pq_compute``.
+
+The rules reproduced from ``pq_compute_single_core`` (panopticapi/evaluation.py):
+
+* ground-truth id 0 is VOID; a prediction's overlap with VOID is removed from the union;
+* a (gt, pred) pair matches when the categories agree, the gt segment is not crowd and
+  ``IoU = inter / (pred_area + gt_area - inter - void_overlap(pred)) > 0.5``;
+* every unmatched non-crowd gt segment is a false negative (crowd segments never are);
+* an unmatched prediction is ignored when more than half of its pixels lie on VOID plus the
+  crowd segment of its own category (panopticapi keeps the *last* crowd segment of each category
+  in ``segments_info`` order), otherwise it is a false positive;
+* per class ``PQ = iou_sum / (tp + fp/2 + fn/2)``, ``SQ = iou_sum / tp``, ``RQ = tp / (tp + fp/2 +
+  fn/2)``; categories with ``tp + fp + fn == 0`` are left out of the averages.
+
+Instead of panopticapi's per-pair Python loop, every image is reduced to one small intersection
+matrix ``[num_gt + 2, num_pred + 1]`` (rows: void, gt segments, unknown gt ids; columns: void, pred
+segments) with one ``bincount`` over dense segment indices, and matching is a vectorised test on
+that matrix. IoU values are the same IEEE divisions of the same integers as panopticapi's.
+
+The state is a float64 ``[num_categories, 4]`` tensor (iou_sum, tp, fp, fn), so a distributed run
+reduces it with a single ``all_reduce(SUM)`` and ``load_state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from maskconver.data.types import PADDING, VOID, Category, CategorySet, SegmentInfo
+
+MATCH_IOU = 0.5  # a pair matches when IoU is strictly greater than this
+IGNORE_FRACTION = 0.5  # an unmatched prediction more than this much on void + crowd is ignored
+STATE_COLUMNS = ("iou_sum", "tp", "fp", "fn")
+_IOU, _TP, _FP, _FN = range(len(STATE_COLUMNS))
+
+
+class PanopticQuality:
+    """Accumulates PQ statistics image by image (COCO panopticapi semantics).
+
+    Args:
+        categories: the evaluated categories (dataset ids, ``isthing`` decides the split).
+    """
+
+    def __init__(self, categories: CategorySet | list[Category]) -> None:
+        cats = categories.categories if isinstance(categories, CategorySet) else list(categories)
+        if not cats:
+            raise ValueError("PanopticQuality needs at least one category")
+        ids = [c.id for c in cats]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate category ids: {sorted(ids)}")
+        self.categories: list[Category] = sorted(cats, key=lambda c: c.id)
+        self._row = {c.id: i for i, c in enumerate(self.categories)}
+        self._stats = np.zeros((len(self.categories), len(STATE_COLUMNS)), dtype=np.float64)
+
+    @property
+    def num_categories(self) -> int:
+        """Number of evaluated categories (rows of the state)."""
+        return len(self.categories)
+
+    def reset(self) -> None:
+        """Forget every image seen so far."""
+        self._stats[:] = 0.0
+
+    def state(self) -> torch.Tensor:
+        """A copy of the statistics: float64 ``[num_categories, 4]`` (iou_sum, tp, fp, fn)."""
+        return torch.from_numpy(self._stats.copy())
+
+    def load_state(self, state: torch.Tensor | np.ndarray) -> None:
+        """Replace the statistics (e.g. with the ``all_reduce(SUM)`` of every rank's state)."""
+        self._stats = self._check_state(state).copy()
+
+    def merge_state(self, state: torch.Tensor | np.ndarray) -> None:
+        """Add another accumulator's statistics (same categories) to this one."""
+        self._stats += self._check_state(state)
+
+    def _check_state(self, state: torch.Tensor | np.ndarray) -> np.ndarray:
+        arr = state.detach().cpu().numpy() if isinstance(state, torch.Tensor) else state
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.shape != self._stats.shape:
+            raise ValueError(
+                f"PQ state has shape {tuple(arr.shape)}, expected {self._stats.shape} "
+                f"([num_categories, {len(STATE_COLUMNS)}])"
+            )
+        return arr
+
+    def update(
+        self,
+        gt_panoptic: np.ndarray,
+        gt_segments: Sequence[SegmentInfo],
+        pred_panoptic: np.ndarray,
+        pred_segments: Sequence[SegmentInfo],
+        *,
+        image_id: int | str | None = None,
+        use_segment_area: bool = False,
+    ) -> None:
+        """Add one image.
+
+        Args:
+            gt_panoptic: ``[H, W]`` integer gt segment ids (0 void; -1 padding counts as void).
+            gt_segments: the gt segments (``id``, ``category_id``, ``iscrowd``; ``area`` only
+                with ``use_segment_area``). Gt ids absent from ``gt_segments`` are, as in
+                panopticapi, neither void nor matchable.
+            pred_panoptic: ``[H, W]`` integer predicted segment ids (0 void, -1 as void).
+            pred_segments: exactly the segments present in ``pred_panoptic``.
+            image_id: named in error messages.
+            use_segment_area: take gt areas from ``SegmentInfo.area`` (panopticapi reads them from
+                the JSON) instead of counting pixels of ``gt_panoptic``.
+
+        Raises:
+            ValueError: shapes differ, unknown categories, duplicate ids, or predicted ids that
+                are in the map but not in ``pred_segments`` (or the other way around).
+        """
+        where = f"image {image_id}" if image_id is not None else "image"
+        gt = _flat_ids(gt_panoptic, f"{where}: gt_panoptic")
+        pred = _flat_ids(pred_panoptic, f"{where}: pred_panoptic")
+        if np.shape(gt_panoptic) != np.shape(pred_panoptic):
+            raise ValueError(
+                f"{where}: gt map {np.shape(gt_panoptic)} and prediction map "
+                f"{np.shape(pred_panoptic)} differ in shape"
+            )
+        gt_ids, gt_rows = self._segment_table(gt_segments, f"{where}: ground truth")
+        pred_ids, pred_rows = self._segment_table(pred_segments, f"{where}: prediction")
+        num_gt, num_pred = len(gt_ids), len(pred_ids)
+
+        # dense indices: gt 0 void, 1..num_gt segments, num_gt + 1 unknown id; pred 0 void, 1..
+        gt_dense, _ = _dense_index(gt, gt_ids)
+        pred_dense, pred_unknown = _dense_index(pred, pred_ids)
+        if pred_unknown.any():
+            bad = np.unique(pred[pred_unknown])[:10].tolist()
+            raise ValueError(
+                f"{where}: predicted segment ids {bad} are in the PNG/map but not in segments_info"
+            )
+        cols = num_pred + 1
+        counts = np.bincount(gt_dense * cols + pred_dense, minlength=(num_gt + 2) * cols)
+        inter_all = counts.reshape(num_gt + 2, cols)
+
+        pred_area = inter_all[:, 1:].sum(axis=0)  # [num_pred]
+        if (pred_area == 0).any():
+            missing = pred_ids[pred_area == 0][:10].tolist()
+            raise ValueError(
+                f"{where}: predicted segment ids {missing} are in segments_info but not in the "
+                "PNG/map"
+            )
+        if use_segment_area:
+            gt_area = np.array([s.area for s in _sorted_by_id(gt_segments)], dtype=np.int64)
+        else:
+            gt_area = inter_all[1 : num_gt + 1].sum(axis=1)
+        void_overlap = inter_all[VOID, 1:]  # [num_pred]
+        inter = inter_all[1 : num_gt + 1, 1:]  # [num_gt, num_pred]
+        gt_crowd = np.array([bool(s.iscrowd) for s in _sorted_by_id(gt_segments)], dtype=bool)
+
+        # matching: same category, gt not crowd, IoU > 0.5 (unique by construction)
+        union = pred_area[None, :] + gt_area[:, None] - inter - void_overlap[None, :]
+        candidate = (
+            (gt_rows[:, None] == pred_rows[None, :]) & ~gt_crowd[:, None] & (inter > 0)
+        )
+        iou = np.zeros(inter.shape, dtype=np.float64)
+        np.divide(inter, union, out=iou, where=candidate & (union > 0))
+        matched = candidate & (iou > MATCH_IOU)
+        gt_hit, pred_hit = matched.any(axis=1), matched.any(axis=0)
+        num_rows = self.num_categories
+        stats = np.zeros_like(self._stats)
+        stats[:, _TP] = np.bincount(gt_rows[gt_hit], minlength=num_rows)
+        stats[:, _IOU] = np.bincount(
+            gt_rows[gt_hit], weights=(iou * matched).sum(axis=1)[gt_hit], minlength=num_rows
+        )
+        stats[:, _FN] = np.bincount(gt_rows[~gt_hit & ~gt_crowd], minlength=num_rows)
+
+        # unmatched predictions: ignored when > 50 % on void + the crowd of their category
+        crowd_of_row = np.full(num_rows, -1, dtype=np.int64)
+        for seg in gt_segments:  # input order: the last crowd segment wins
+            if seg.iscrowd:
+                crowd_of_row[self._row[seg.category_id]] = int(np.searchsorted(gt_ids, seg.id))
+        crowd = crowd_of_row[pred_rows]
+        crowd_overlap = np.where(
+            crowd >= 0, inter[np.maximum(crowd, 0), np.arange(num_pred)] if num_gt else 0, 0
+        )
+        ignored = (void_overlap + crowd_overlap) / pred_area > IGNORE_FRACTION
+        stats[:, _FP] = np.bincount(pred_rows[~pred_hit & ~ignored], minlength=num_rows)
+        self._stats += stats
+
+    def _segment_table(
+        self, segments: Sequence[SegmentInfo], what: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted segment ids ``[S]`` and their category rows ``[S]``; validates the list."""
+        ordered = _sorted_by_id(segments)
+        ids = np.array([s.id for s in ordered], dtype=np.int64)
+        if len(ids) and ids[0] <= VOID:
+            raise ValueError(f"{what}: segment id {int(ids[0])} is reserved (0 void, -1 padding)")
+        if len(ids) > 1 and (np.diff(ids) == 0).any():
+            dup = ids[1:][np.diff(ids) == 0][:10].tolist()
+            raise ValueError(f"{what}: duplicate segment ids {dup} in segments_info")
+        rows = np.empty(len(ordered), dtype=np.int64)
+        for k, s in enumerate(ordered):
+            row = self._row.get(s.category_id)
+            if row is None:
+                raise ValueError(
+                    f"{what}: segment {s.id} has unknown category_id {s.category_id}"
+                )
+            rows[k] = row
+        return ids, rows
+
+    def compute(self) -> dict:
+        """PQ/SQ/RQ for all/things/stuff (fractions in [0, 1]) and per class.
+
+        Returns:
+            ``{"all"|"things"|"stuff": {"pq", "sq", "rq", "n"}, "per_class": {"<category_id>":
+            {"name", "pq", "sq", "rq", "tp", "fp", "fn"}}}``; a split without any evaluable
+            category reports zeros and ``n = 0``.
+        """
+        per_class: dict[str, dict[str, object]] = {}
+        scores: list[tuple[bool, float, float, float] | None] = []
+        for cat, (iou, tp, fp, fn) in zip(self.categories, self._stats.tolist()):
+            if tp + fp + fn == 0:
+                pq = sq = rq = 0.0
+                scores.append(None)
+            else:
+                denom = tp + 0.5 * fp + 0.5 * fn
+                pq, sq, rq = iou / denom, (iou / tp if tp else 0.0), tp / denom
+                scores.append((cat.isthing, pq, sq, rq))
+            per_class[str(cat.id)] = {
+                "name": cat.name,
+                "pq": pq,
+                "sq": sq,
+                "rq": rq,
+                "tp": int(tp),
+                "fp": int(fp),
+                "fn": int(fn),
+            }
+        return {
+            "all": _average(s for s in scores if s is not None),
+            "things": _average(s for s in scores if s is not None and s[0]),
+            "stuff": _average(s for s in scores if s is not None and not s[0]),
+            "per_class": per_class,
+        }
+
+
+def _average(scores: object) -> dict[str, float | int]:
+    """Mean PQ/SQ/RQ over ``(isthing, pq, sq, rq)`` tuples, summed in order as panopticapi."""
+    pq = sq = rq = 0.0
+    n = 0
+    for _, p, s, r in scores:  # type: ignore[attr-defined]
+        pq, sq, rq, n = pq + p, sq + s, rq + r, n + 1
+    if n == 0:
+        return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}
+    return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}
+
+
+def _sorted_by_id(segments: Sequence[SegmentInfo]) -> list[SegmentInfo]:
+    return sorted(segments, key=lambda s: s.id)
+
+
+def _flat_ids(ids: np.ndarray, what: str) -> np.ndarray:
+    """``[H, W]`` integer ids -> flat int64 with padding (-1) folded into void."""
+    arr = np.asarray(ids)
+    if arr.ndim != 2:
+        raise ValueError(f"{what}: expected an [H, W] id map, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{what}: expected integer segment ids, got dtype {arr.dtype}")
+    flat = arr.reshape(-1).astype(np.int64, copy=False)
+    if flat.size and flat.min() < PADDING:
+        raise ValueError(f"{what}: negative segment id {int(flat.min())} (only -1 = padding)")
+    return np.where(flat == PADDING, VOID, flat) if flat.size and flat.min() < 0 else flat
+
+
+def _dense_index(ids: np.ndarray, segment_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map raw ids ``[N]`` to 0 (void), 1..S (position in sorted ``segment_ids``) or S + 1.
+
+    Returns:
+        ``[N]`` int64 dense indices and the ``[N]`` bool mask of non-void unknown ids.
+    """
+    num = len(segment_ids)
+    if num == 0:
+        unknown = ids != VOID
+        return np.where(unknown, 1, 0).astype(np.int64), unknown
+    pos = np.minimum(np.searchsorted(segment_ids, ids), num - 1)
+    known = segment_ids[pos] == ids
+    unknown = ~known & (ids != VOID)
+    dense = np.where(known, pos + 1, np.where(unknown, num + 1, 0))
+    return dense, unknown
