@@ -1,1 +1,7 @@
-"""heads."""
+"""Heads: feature fusions, the light conv head and the mask-embedding generator."""
+
+from maskconver.heads.fusion import PyramidFusion, SelectLevels, SumToMerge
+from maskconver.heads.light_head import LightHead
+from maskconver.heads.mask_embedding import MaskEmbeddingGenerator
+
+__all__ = ["LightHead", "MaskEmbeddingGenerator", "PyramidFusion", "SelectLevels", "SumToMerge"]

@@ -1,0 +1,145 @@
+"""MaskConver FPN (reference section 1.4, ``MC/modeling/fpn.py``): the decoder after ResNet-UNet.
+
+Backbone levels ``min_level``..5 get lateral convs, a nearest top-down path fused by sum or
+concatenation (channels grow going down with concat), per-level smoothing convs, extra levels by
+stride-2 convs, and a final norm per level (LayerNorm by default) with no activation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maskconver.layers.conv import SeparableConv2d
+from maskconver.layers.init import variance_scaling_init
+from maskconver.layers.norm import LayerNorm2d
+
+ActLayer = Callable[[], nn.Module]
+NormLayer = Callable[[int], nn.Module]
+
+PLAIN_SMOOTH_KERNEL = 3  # smoothing kernel without separable convs
+EXTRA_KERNEL = 3  # kernel of the stride-2 extra levels
+LN_EPS = 1e-6
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+
+
+def backbone_level_indices(in_strides: Sequence[int], min_level: int, max_level: int) -> list[int]:
+    """Indices of the backbone maps at strides ``2**min_level`` .. ``2**min(max_level, top)``.
+
+    Raises:
+        ValueError: if a needed level is missing (e.g. stride 8 for ``min_level=3``).
+    """
+    top = min(max_level, max(in_strides).bit_length() - 1)
+    indices = []
+    for level in range(min_level, top + 1):
+        if 2**level not in in_strides:
+            raise ValueError(
+                f"decoder needs a backbone map at stride {2**level} (level {level}); "
+                f"backbone strides are {list(in_strides)}"
+            )
+        indices.append(list(in_strides).index(2**level))
+    if not indices:
+        raise ValueError(f"no backbone map between levels {min_level} and {max_level}")
+    return indices
+
+
+def resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Nearest upsample to ``size`` (works for odd sizes, unlike a scale factor)."""
+    return F.interpolate(x, size=tuple(size), mode="nearest")
+
+
+def _conv(in_ch: int, out_ch: int, kernel_size: int, stride: int, separable: bool) -> nn.Module:
+    if separable:
+        return SeparableConv2d(in_ch, out_ch, kernel_size, stride=stride, bias=True)
+    return nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=True)
+
+
+class MaskConverFPN(nn.Module):
+    """Feature pyramid at levels ``min_level``..``max_level`` with equal width ``channels``.
+
+    Args:
+        in_channels: backbone channels, fine to coarse.
+        in_strides: backbone strides (powers of two).
+        channels: output width of every level.
+        min_level: finest output level (3 = stride 8).
+        max_level: coarsest output level; levels above the backbone's come from stride-2 convs.
+        fusion: ``"sum"`` or ``"concat"`` of the upsampled top-down map and the lateral.
+        separable: every conv (laterals, smoothing, extra levels) is depthwise-separable.
+        kernel_size: smoothing kernel when separable (3 otherwise).
+        norm: final per-level norm, ``"ln"`` (channel LayerNorm) or ``"bn"``.
+        act_layer: activation applied before the second and later extra levels.
+        bn_layer: norm constructor used when ``norm == "bn"`` (default: BatchNorm2d with the
+            reference's Keras eps 1e-3 / momentum 0.99).
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        in_strides: Sequence[int],
+        *,
+        channels: int = 256,
+        min_level: int = 3,
+        max_level: int = 7,
+        fusion: Literal["sum", "concat"] = "concat",
+        separable: bool = True,
+        kernel_size: int = 7,
+        norm: Literal["ln", "bn"] = "ln",
+        act_layer: ActLayer,
+        bn_layer: NormLayer | None = None,
+    ) -> None:
+        super().__init__()
+        if fusion not in ("sum", "concat"):
+            raise ValueError(f"MaskConverFPN: fusion must be 'sum' or 'concat', got {fusion!r}")
+        if norm not in ("ln", "bn"):
+            raise ValueError(f"MaskConverFPN: norm must be 'ln' or 'bn', got {norm!r}")
+        self.input_indices = backbone_level_indices(in_strides, min_level, max_level)
+        top = min_level + len(self.input_indices) - 1
+        self.fusion = fusion
+        self.laterals = nn.ModuleList(
+            _conv(in_channels[i], channels, 1, 1, separable) for i in self.input_indices
+        )
+        # channels of the fused map per input level, coarse levels first
+        fused = []
+        width = 0
+        for _ in reversed(self.input_indices):
+            width = channels if (width == 0 or fusion == "sum") else width + channels
+            fused.append(width)
+        fused.reverse()
+        smooth_kernel = kernel_size if separable else PLAIN_SMOOTH_KERNEL
+        self.smooth = nn.ModuleList(_conv(c, channels, smooth_kernel, 1, separable) for c in fused)
+        self.extra = nn.ModuleList(
+            _conv(channels, channels, EXTRA_KERNEL, 2, separable) for _ in range(top + 1, max_level + 1)
+        )
+        self.extra_act = act_layer()
+        num_levels = len(self.input_indices) + len(self.extra)
+        if norm == "ln":
+            norm_layer: NormLayer = partial(LayerNorm2d, eps=LN_EPS)
+        else:
+            norm_layer = bn_layer or partial(nn.BatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.norms = nn.ModuleList(norm_layer(channels) for _ in range(num_levels))
+        self.channels = (channels,) * num_levels
+        self.strides = tuple(2**level for level in range(min_level, min_level + num_levels))
+        variance_scaling_init(self)
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        """Args: backbone maps, fine to coarse.
+
+        Returns:
+            Per level ``min_level``..``max_level`` a map ``[B, channels, h_l, w_l]``.
+        """
+        laterals = [conv(features[i]) for conv, i in zip(self.laterals, self.input_indices)]
+        fused = [laterals[-1]]
+        for lateral in reversed(laterals[:-1]):
+            up = resize_nearest(fused[0], lateral.shape[-2:])
+            fused.insert(0, lateral + up if self.fusion == "sum" else torch.cat([lateral, up], 1))
+        outputs = [conv(x) for conv, x in zip(self.smooth, fused)]
+        for j, conv in enumerate(self.extra):
+            x = outputs[-1] if j == 0 else self.extra_act(outputs[-1])
+            outputs.append(conv(x))
+        return [norm(x) for norm, x in zip(self.norms, outputs)]
