@@ -18,7 +18,8 @@ duplicate it, each copy with the same mask); a center that fits no range is drop
 Pixel weights: 0 on padding (-1) and, with ``crowd_as_ignore``, on crowd segments; void (0) is a
 negative with weight 1. Downsampling (heatmap weights, mask targets, pixel weights) is TF
 half-pixel nearest: output pixel ``i`` takes input pixel ``floor((i + 0.5) * s)``, weight 0 where
-that falls outside the input.
+that falls outside the input. Centers, boxes and islands are computed at input resolution, so an
+instance smaller than ``mask_stride`` keeps its slot even if its downsampled mask is empty.
 """
 
 from __future__ import annotations
