@@ -7,7 +7,8 @@ One ``TargetGenerator`` call turns an augmented ``PanopticSample`` into ``Target
   the island, mask target = the WHOLE class mask) or one center of mass (``"mass"``);
 * centers are drawn as untruncated CenterNet Gaussians into per-level ``[C, h_l, w_l]``
   heatmaps (all centers, even those whose slot is clipped by ``max_instances``);
-* slots hold things first, then stuff, capped at ``max_instances`` (the tail, i.e. stuff, is
+* slots hold things first (in ``sample.segments`` order), then stuff (ascending class index,
+  islands largest first), capped at ``max_instances`` (the tail, i.e. stuff, is
   dropped first) and padded with class -1, index 0, empty mask, ``mask_valid`` False.
 
 Single-scale: one stride, no level ranges (every center on that level). Multi-scale: one
@@ -70,10 +71,10 @@ def nearest_indices(size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
 def downsample_nearest(array: np.ndarray, stride: int, fill: float | int = 0) -> np.ndarray:
     """Half-pixel nearest downsampling of ``[..., H, W]`` to ``[..., ceil(H/s), ceil(W/s)]``.
 
-    Output pixels whose source falls outside the input get ``fill``.
+    Output pixels whose source falls outside the input get ``fill``. Always returns a new array.
     """
     if stride == 1:
-        return array
+        return array.copy()
     iy, in_y = nearest_indices(array.shape[-2], stride)
     ix, in_x = nearest_indices(array.shape[-1], stride)
     out = array[..., iy[:, None], ix[None, :]]
@@ -259,7 +260,8 @@ class TargetGenerator:
         mask_h, mask_w = math.ceil(height / self.mask_stride), math.ceil(width / self.mask_stride)
         masks = np.zeros((self.max_instances, mask_h, mask_w), np.uint8)
         for k in range(num):
-            masks[k] = downsample_nearest(full_masks[slot_mask[k]], self.mask_stride, fill=False)
+            full = full_masks[slot_mask[k]]
+            masks[k] = full if self.mask_stride == 1 else downsample_nearest(full, self.mask_stride)
         classes = np.full(self.max_instances, -1, np.int64)
         classes[:num] = slot_class[:num]
         indices = np.zeros(self.max_instances, np.int64)
@@ -269,15 +271,13 @@ class TargetGenerator:
         return Targets(
             heatmaps=[torch.from_numpy(h) for h in heatmaps],
             heatmap_weights=[
-                torch.from_numpy(np.ascontiguousarray(downsample_nearest(weight, s)))
+                torch.from_numpy(downsample_nearest(weight, s))
                 for s in self.center_strides
             ],
             center_indices=torch.from_numpy(indices),
             classes=torch.from_numpy(classes),
             masks=torch.from_numpy(masks),
             mask_valid=torch.from_numpy(mask_valid),
-            pixel_weights=torch.from_numpy(
-                np.ascontiguousarray(downsample_nearest(weight, self.mask_stride))
-            ),
+            pixel_weights=torch.from_numpy(downsample_nearest(weight, self.mask_stride)),
             num_instances=num,
         )
