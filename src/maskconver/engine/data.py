@@ -1,0 +1,57 @@
+"""Which datasets a run uses: COCO-format panoptic data under a root, or the synthetic scenes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from maskconver.config import Config, ConfigError
+from maskconver.data.types import CategorySet
+
+Split = Literal["train", "val"]
+
+
+def build_dataset(cfg: Config, split: Split, data_root: str | None = None) -> Any:
+    """The ``split`` dataset of a run (``.categories`` holds its ``CategorySet``).
+
+    Args:
+        cfg: the run config (``data`` section and ``model.label_space``).
+        split: ``"train"`` or ``"val"``.
+        data_root: COCO panoptic root; overrides ``cfg.data.root``. None (and no ``cfg.data.root``)
+            means the synthetic dataset: ``data.synthetic_train`` / ``synthetic_val`` images, the
+            validation images from an independent sample stream of the same seed.
+
+    Raises:
+        ConfigError: a bad split name. ``DatasetError`` (from the reader) names missing files.
+    """
+    if split not in ("train", "val"):
+        raise ConfigError(f"unknown split {split!r} (expected 'train' or 'val')")
+    d = cfg.data
+    root = data_root if data_root is not None else d.root
+    label_space = cfg.model.label_space
+    if root is None:
+        from maskconver.data.synthetic import TRAIN_STREAM, VAL_STREAM, SyntheticPanoptic
+
+        return SyntheticPanoptic(
+            d.synthetic_train if split == "train" else d.synthetic_val,
+            seed=d.synthetic_seed,
+            min_size=d.synthetic_min_size,
+            max_size=d.synthetic_max_size,
+            stream=TRAIN_STREAM if split == "train" else VAL_STREAM,
+            label_space=label_space,
+        )
+    from maskconver.data.coco_panoptic import CocoPanopticDataset
+
+    return CocoPanopticDataset(
+        root, d.train_split if split == "train" else d.val_split, label_space=label_space
+    )
+
+
+def check_same_categories(train: CategorySet, val: CategorySet) -> None:
+    """Raise ``ConfigError`` when the train and val splits disagree on their categories."""
+    train_ids = [c.id for c in train.categories]
+    val_ids = [c.id for c in val.categories]
+    if train_ids != val_ids:
+        raise ConfigError(
+            f"train and val splits have different categories: train ids {train_ids}, "
+            f"val ids {val_ids}"
+        )

@@ -1,0 +1,412 @@
+"""The training loop: one function, read top to bottom (nanoGPT / torchvision references style).
+
+``train(cfg, output_dir)`` seeds everything, joins the ``torchrun`` process group if there is one,
+builds data, model, criterion, optimizer and EMA, optionally resumes from the latest checkpoint,
+then runs ``max_steps`` optimizer steps with warmup + cosine LR, optional bf16 autocast, gradient
+accumulation, global-norm clipping, EMA updates, logging, periodic PQ evaluation (on the EMA
+weights) and atomic checkpoints.
+
+Batch semantics: ``train.batch_size`` is the GLOBAL number of images per optimizer step; each of
+``world_size`` processes runs ``grad_accum`` micro-batches of
+``batch_size / (world_size * grad_accum)`` images. A resumed run continues on exactly the batches
+and RNG state of an uninterrupted one (bit-exact in a single CPU process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from maskconver.build import (
+    build_copy_paste,
+    build_criterion,
+    build_model,
+    build_target_generator,
+    build_train_transforms,
+    resolve_num_classes,
+)
+from maskconver.config import Config, dump_config
+from maskconver.data.loader import StepSampler, TrainSampleDataset, build_train_loader
+from maskconver.engine import distributed as dist_utils
+from maskconver.engine.checkpoint import (
+    CHECKPOINT_DIR,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from maskconver.engine.data import build_dataset, check_same_categories
+from maskconver.engine.ema import ModelEma
+from maskconver.engine.logging import MetricLogger
+from maskconver.engine.optim import build_optimizer, lr_at, set_lr
+from maskconver.outputs import MaskConverOutput
+
+BEST_METRIC = "pq"
+# Seed offset between ranks for model-side randomness (drop path); data randomness is keyed.
+RANK_SEED_STRIDE = 1_000_003
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; the message names the step and every loss term."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup helpers
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors / Python primitives (``torch.load(weights_only=True)``-safe)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of ``rng_state``."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when asked for and supported, else a no-op context."""
+    if amp != "bf16":
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        print("train.amp=bf16 is not supported on this GPU; training in float32")
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _float_outputs(outputs: MaskConverOutput) -> MaskConverOutput:
+    """Losses are computed in float32 even under autocast."""
+    return outputs._replace(
+        center_logits=tuple(c.float() for c in outputs.center_logits),
+        mask_logits=outputs.mask_logits.float(),
+        scores=outputs.scores.float(),
+    )
+
+
+def _check_finite(losses: dict[str, torch.Tensor], step: int, micro: int) -> None:
+    """Raise ``NonFiniteLossError`` on every rank when any rank's loss is not finite."""
+    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+    local_bad = not bool(torch.isfinite(values).all())
+    any_bad = dist_utils.all_reduce_max(torch.tensor([float(local_bad)], device=values.device))
+    if any_bad.item() > 0:
+        terms = ", ".join(f"{k}={v:.6g}" for k, v in zip(losses, values.tolist()))
+        if local_bad:
+            raise NonFiniteLossError(f"non-finite loss at step {step} (micro-batch {micro}): {terms}")
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step} on another rank (this rank's terms: {terms})"
+        )
+
+
+def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    keys = sorted(values)
+    if dist_utils.get_world_size() == 1 or not keys:
+        return dict(values)
+    t = dist_utils.all_reduce_sum(torch.tensor([values[k] for k in keys], dtype=torch.float64))
+    return {k: float(v) / dist_utils.get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+def _loggable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Evaluation metrics without the per-class table (that one goes to the checkpoint)."""
+    return {k: v for k, v in metrics.items() if k != "per_class"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(
+    cfg: Config,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    data_root: str | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+) -> dict[str, Any]:
+    """Train a MaskConver model; see the module docstring for the semantics.
+
+    Args:
+        cfg: the resolved run config.
+        output_dir: run directory: ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``.
+        resume: continue from the latest checkpoint in ``output_dir`` (fresh start if none).
+        data_root: COCO panoptic root (overrides ``cfg.data.root``); None and no
+            ``cfg.data.root`` trains on synthetic scenes.
+        progress: tqdm bar (rate, ETA) on rank 0.
+        stop_at: stop after this many optimizer steps with a checkpoint, as if pre-empted (the
+            LR schedule still spans ``max_steps``; the final evaluation is skipped).
+
+    Returns:
+        ``{"steps", "start_step", "final_losses", "pq", "metrics", "images_per_s",
+        "train_seconds", "wall_time_s", "checkpoint", "output_dir", "skipped_samples"}``.
+
+    Raises:
+        NonFiniteLossError: a loss term became NaN/inf (names the step and the terms).
+        FileExistsError: ``output_dir`` already has checkpoints and ``resume`` is False.
+    """
+    wall_start = time.perf_counter()
+    output_dir = Path(output_dir)
+    if data_root is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=data_root))
+    tc = cfg.train
+    owns_group = not dist_utils.is_dist()
+    info = dist_utils.init_distributed()
+    try:
+        device = info.device
+        if list_checkpoints(output_dir) and not resume:
+            raise FileExistsError(
+                f"{output_dir / CHECKPOINT_DIR} already holds checkpoints: pass --resume to "
+                "continue that run or choose another --output-dir"
+            )
+        seed_everything(tc.seed)
+        if info.is_main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "config.yaml").write_text(dump_config(cfg))
+        log = MetricLogger(output_dir, enabled=info.is_main)
+
+        # Data: categories come from the training split.
+        train_base = build_dataset(cfg, "train")
+        val_base = build_dataset(cfg, "val")
+        categories = train_base.categories
+        check_same_categories(categories, val_base.categories)
+        num_classes = resolve_num_classes(cfg, categories)
+        train_set = TrainSampleDataset(
+            train_base,
+            transforms=build_train_transforms(cfg),
+            target_generator=build_target_generator(cfg, categories, num_classes),
+            copy_paste=build_copy_paste(cfg, categories),
+            seed=tc.seed,
+            skip_bad=cfg.data.skip_bad_samples,
+        )
+
+        # Model, loss, optimizer, EMA (EMA from the bare model, before DDP wrapping).
+        model: nn.Module = build_model(cfg.model, num_classes).to(device)
+        if info.distributed and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # reference trains with sync BN
+        memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format)
+        criterion = build_criterion(cfg).to(device)
+        optimizer = build_optimizer(tc, model)
+        ema = ModelEma(model, tc.ema_decay, warmup=tc.ema_warmup) if tc.ema else None
+        torch.manual_seed(tc.seed + RANK_SEED_STRIDE * info.rank)  # per-rank model randomness
+
+        # Resume: weights, EMA, optimizer, step; RNG restored right before the loop.
+        start_step, resumed_rng = 0, None
+        checkpoint = latest_checkpoint(output_dir) if resume else None
+        if checkpoint is not None:
+            loaded = load_checkpoint(checkpoint, map_location=str(device))
+            model.load_state_dict(loaded.model_state)
+            if ema is not None and loaded.ema_state is not None:
+                ema.load_state_dict(loaded.ema_state)
+            elif ema is not None:  # EMA switched on mid-run: start it from the weights
+                ema = ModelEma(model, tc.ema_decay, warmup=tc.ema_warmup)
+            trainer = loaded.trainer_state or {}
+            if "optimizer" in trainer:
+                optimizer.load_state_dict(trainer["optimizer"])
+            start_step = loaded.step
+            resumed_rng = trainer.get("rng") if info.is_main else None
+            if not info.is_main:
+                torch.manual_seed(tc.seed + RANK_SEED_STRIDE * info.rank + start_step)
+            log.message(f"resumed from {checkpoint} at step {start_step}")
+        elif resume:
+            log.message(f"no checkpoint in {output_dir}; starting from step 0")
+
+        raw_model = model
+        if info.distributed:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[info.local_rank] if device.type == "cuda" else None
+            )
+        end_step = tc.max_steps if stop_at is None else min(stop_at, tc.max_steps)
+        sampler = StepSampler(
+            len(train_set),
+            tc.batch_size,
+            seed=tc.seed,
+            start_step=start_step,
+            rank=info.rank,
+            world_size=info.world_size,
+            micro_batches=tc.grad_accum,
+            num_steps=end_step,
+        )
+        loader = build_train_loader(
+            train_set,
+            sampler,
+            num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda",
+            seed=tc.seed,
+        )
+        batches: Iterator[Any] = iter(loader)
+        if resumed_rng is not None:
+            set_rng_state(resumed_rng)
+
+        log.message(
+            f"training {type(raw_model).__name__} ({sum(p.numel() for p in raw_model.parameters()):,}"
+            f" parameters, {num_classes} classes) on {len(train_set)} images, device {device}, "
+            f"world size {info.world_size}, steps {start_step}..{end_step} of {tc.max_steps}"
+        )
+        bar = tqdm(
+            total=tc.max_steps,
+            initial=start_step,
+            unit="step",
+            desc="train",
+            dynamic_ncols=True,
+            disable=not (progress and info.is_main),
+        )
+        window_losses: dict[str, float] = {}
+        window_steps, window_images, window_time = 0, 0, 0.0
+        train_images, train_time = 0, 0.0
+        final_losses: dict[str, float] = {}
+        metrics: dict[str, Any] = {}
+        saved: Path | None = checkpoint
+        model.train()
+        for step in range(start_step, end_step):
+            step_start = time.perf_counter()
+            lr = lr_at(
+                step,
+                base_lr=tc.lr,
+                warmup_steps=tc.warmup_steps,
+                total_steps=tc.max_steps,
+                min_lr_ratio=tc.min_lr_ratio,
+            )
+            set_lr(optimizer, lr)
+            step_losses: dict[str, torch.Tensor] = {}
+            for micro in range(tc.grad_accum):
+                images, targets = next(batches)
+                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                targets = targets.to(device)
+                last_micro = micro == tc.grad_accum - 1
+                # DDP: all-reduce gradients only on the last micro-batch
+                sync = model.no_sync() if info.distributed and not last_micro else contextlib.nullcontext()
+                with sync:
+                    with _autocast(tc.amp, device):
+                        outputs = model(images, targets.center_indices, targets.classes)
+                    losses = criterion(_float_outputs(outputs), targets)
+                    _check_finite(losses, step + 1, micro)
+                    (losses["loss"] / tc.grad_accum).backward()
+                for name, value in losses.items():
+                    step_losses[name] = step_losses.get(name, 0.0) + value.detach() / tc.grad_accum
+            grad_norm = None
+            if tc.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(raw_model, step)
+            done = step + 1
+            bar.update(1)
+
+            # Logging (losses averaged over the window and over ranks).
+            for name, value in step_losses.items():
+                window_losses[name] = window_losses.get(name, 0.0) + float(value)
+            window_steps += 1
+            window_images += tc.batch_size
+            elapsed = time.perf_counter() - step_start
+            window_time += elapsed
+            train_images += tc.batch_size
+            train_time += elapsed
+            if done % tc.log_every == 0 or done == end_step:
+                final_losses = _mean_over_ranks(
+                    {k: v / window_steps for k, v in window_losses.items()}
+                )
+                record: dict[str, Any] = {"lr": lr, **final_losses}
+                record["images_per_s"] = window_images / max(window_time, 1e-9)
+                record["epoch"] = done * tc.batch_size / len(train_set)
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+                log.log(done, record)
+                bar.set_postfix(loss=f"{final_losses['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                window_losses, window_steps, window_images, window_time = {}, 0, 0, 0.0
+
+            # Evaluation on the EMA weights (periodic, and at the very end).
+            is_final = done == tc.max_steps
+            if (tc.eval_every > 0 and done % tc.eval_every == 0) or is_final:
+                from maskconver.engine.evaluate import evaluate_model
+
+                metrics = evaluate_model(
+                    ema.module if ema is not None else raw_model,
+                    val_base,
+                    cfg=cfg,
+                    categories=categories,
+                    num_classes=num_classes,
+                    batch_size=cfg.eval.batch_size,
+                    max_images=tc.max_eval_images,
+                    device=device,
+                    progress=progress and info.is_main,
+                )
+                metrics["step"] = done
+                log.log(done, _loggable(metrics), kind="eval")
+
+            # Checkpoint (rank 0), keeping the last ``keep_last`` plus a copy of the best by PQ.
+            if done % tc.ckpt_every == 0 or done == end_step:
+                if info.is_main:
+                    saved = save_checkpoint(
+                        output_dir / CHECKPOINT_DIR,
+                        model=raw_model,
+                        ema=ema,
+                        optimizer=optimizer,
+                        step=done,
+                        config=cfg,
+                        categories=categories,
+                        num_classes=num_classes,
+                        metrics=metrics if metrics.get("step") == done else None,
+                        trainer_extra={"rng": rng_state(), "sampler": {"next_step": done}},
+                    )
+                    prune_checkpoints(output_dir, tc.keep_last, keep_best_by=BEST_METRIC)
+                dist_utils.barrier()
+        bar.close()
+        log.close()
+        all_pq = metrics.get("all", {}).get(BEST_METRIC) if metrics else None
+        return {
+            "steps": max(end_step, start_step),
+            "start_step": start_step,
+            "final_losses": final_losses,
+            "pq": all_pq,
+            "metrics": _loggable(metrics),
+            "images_per_s": train_images / train_time if train_time > 0 else math.nan,
+            "train_seconds": train_time,
+            "wall_time_s": time.perf_counter() - wall_start,
+            "checkpoint": str(saved) if saved is not None else None,
+            "output_dir": str(output_dir),
+            "skipped_samples": train_set.num_skipped,
+        }
+    finally:
+        if owns_group:
+            dist_utils.cleanup()

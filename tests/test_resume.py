@@ -1,0 +1,122 @@
+"""The training loop end to end on tiny settings: resume == uninterrupted, NaN stop, dir guard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import maskconver.engine.train as train_module
+from maskconver.config import Config, load_config
+from maskconver.engine.checkpoint import latest_checkpoint, load_checkpoint
+from maskconver.engine.logging import read_metrics
+from maskconver.engine.train import NonFiniteLossError, train
+
+TINY_RUN = [
+    "train.max_steps=6",
+    "train.batch_size=2",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+    "train.ckpt_every=100",
+    "train.max_eval_images=2",
+    "augment.input_size=[64,64]",
+    "data.synthetic_train=8",
+    "data.synthetic_val=2",
+    "data.synthetic_min_size=64",
+    "data.synthetic_max_size=80",
+    "eval.input_size=64",
+    "eval.batch_size=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: fast on a loaded 2-core machine and bit-reproducible."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cfg(*extra: str) -> Config:
+    return load_config("tiny", TINY_RUN + list(extra))
+
+
+def _losses(run: Path) -> dict[int, dict[str, float]]:
+    return {
+        r["step"]: {k: r[k] for k in ("loss", "loss_center", "loss_bce", "loss_dice")}
+        for r in read_metrics(run)
+        if r["kind"] == "train"
+    }
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
+    full, split = tmp_path / "full", tmp_path / "split"
+    summary = train(_cfg(), full, progress=False)
+    assert summary["steps"] == 6 and summary["pq"] is not None
+    assert summary["images_per_s"] > 0
+
+    first = train(_cfg(), split, progress=False, stop_at=3)  # "pre-empted" after step 3
+    assert first["steps"] == 3 and first["pq"] is None  # no final evaluation when stopped early
+    assert latest_checkpoint(split).name == "step_000003"
+    second = train(_cfg(), split, resume=True, progress=False)
+    assert second["start_step"] == 3 and second["steps"] == 6
+
+    expected, got = _losses(full), _losses(split)
+    assert sorted(expected) == sorted(got) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        for term, value in expected[step].items():
+            assert got[step][term] == pytest.approx(value, rel=0, abs=1e-6), (step, term)
+    # the losses actually change between steps (the comparison is not vacuous)
+    assert len({round(v["loss"], 6) for v in expected.values()}) > 1
+
+    a, b = load_checkpoint(full), load_checkpoint(split)
+    assert a.step == b.step == 6
+    for name, tensor in a.model_state.items():
+        torch.testing.assert_close(b.model_state[name], tensor, rtol=0, atol=1e-6)
+    for name, tensor in a.ema_state.items():
+        torch.testing.assert_close(b.ema_state[name], tensor, rtol=0, atol=1e-6)
+    # eval record at the end, with PQ fractions, on both runs
+    evals = [r for r in read_metrics(full) if r["kind"] == "eval"]
+    assert len(evals) == 1 and 0.0 <= evals[0]["all/pq"] <= 1.0
+    assert (full / "config.yaml").is_file()
+
+
+def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
+    train(_cfg("train.max_steps=1", "train.ema=false"), tmp_path, progress=False, stop_at=1)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_cfg("train.max_steps=1"), tmp_path, progress=False)
+
+
+class _NaNAfter(nn.Module):
+    """Wraps the real criterion; from call ``bad_call`` on, ``loss_bce`` (and the total) is NaN."""
+
+    def __init__(self, inner: nn.Module, bad_call: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+        self.bad_call = bad_call
+
+    def forward(self, outputs: Any, targets: Any) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        losses = dict(self.inner(outputs, targets))
+        if self.calls >= self.bad_call:
+            losses["loss_bce"] = losses["loss_bce"] * float("nan")
+            losses["loss"] = losses["loss"] + losses["loss_bce"]
+        return losses
+
+
+def test_non_finite_loss_stops_with_step_and_terms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = train_module.build_criterion
+    monkeypatch.setattr(train_module, "build_criterion", lambda cfg: _NaNAfter(real(cfg), 2))
+    with pytest.raises(NonFiniteLossError) as info:
+        train(_cfg("train.max_steps=3", "train.ema=false"), tmp_path, progress=False)
+    message = str(info.value)
+    assert "step 2" in message  # second optimizer step (1-based, as in the logs)
+    assert "loss_bce=nan" in message and "loss=nan" in message
+    assert "loss_center=" in message and "loss_dice=" in message  # every term is named
+    assert isinstance(info.value, FloatingPointError)
