@@ -1,0 +1,93 @@
+"""Shared fixtures: the synthetic dataset, a written synthetic COCO root, hand-made samples."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskconver.data.synthetic import SyntheticPanoptic, write_synthetic_dataset
+from maskconver.data.types import PanopticSample, SegmentInfo
+
+COCO_TRAIN_IMAGES = 6
+COCO_VAL_IMAGES = 4
+
+
+class SampleFactory:
+    """Builds small hand-made ``PanopticSample``s.
+
+    ``factory(panoptic, categories)``: ``panoptic`` is an ``[H, W]`` array (or nested lists) of
+    segment ids; ``categories`` maps segment id -> category id (default: every id is category 1).
+    Segments are listed in ascending id order with ``area`` counted from the map and ``isthing``
+    true for categories in ``thing_categories``. Without ``image``, each pixel gets ``color(id)``.
+    """
+
+    def color(self, segment_id: int) -> tuple[int, int, int]:
+        """A colour per id; ids 0..31 get well separated colours (channel steps of >= 40)."""
+        k = int(segment_id) % 32
+        return (40 * (k % 4) + 20, 40 * ((k // 4) % 4) + 20, 120 * (k // 16) + 60)
+
+    def __call__(
+        self,
+        panoptic: np.ndarray | list[list[int]],
+        categories: dict[int, int] | None = None,
+        *,
+        thing_categories: Iterable[int] = (1,),
+        crowd: Iterable[int] = (),
+        image: np.ndarray | None = None,
+        image_id: int | str = 1,
+    ) -> PanopticSample:
+        ids_map = np.asarray(panoptic, dtype=np.int32)
+        things, crowd_ids = set(thing_categories), set(crowd)
+        ids, counts = np.unique(ids_map, return_counts=True)
+        segments = []
+        for seg_id, count in zip(ids.tolist(), counts.tolist(), strict=True):
+            if seg_id <= 0:
+                continue
+            category = (categories or {}).get(seg_id, 1)
+            segments.append(
+                SegmentInfo(
+                    id=seg_id,
+                    category_id=category,
+                    iscrowd=seg_id in crowd_ids,
+                    isthing=category in things,
+                    area=count,
+                )
+            )
+        if image is None:
+            lut = {i: self.color(i) for i in ids.tolist()}
+            image = np.zeros((*ids_map.shape, 3), dtype=np.uint8)
+            for seg_id, rgb in lut.items():
+                image[ids_map == seg_id] = rgb
+        return PanopticSample(
+            image=image,
+            panoptic=ids_map,
+            segments=segments,
+            image_id=image_id,
+            file_name=f"{image_id}.png",
+            meta={"orig_size": ids_map.shape},
+        )
+
+
+@pytest.fixture(scope="session")
+def make_sample() -> SampleFactory:
+    """Factory for small hand-made ``PanopticSample``s (see ``SampleFactory``)."""
+    return SampleFactory()
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset() -> SyntheticPanoptic:
+    """``SyntheticPanoptic(8, seed=0)``."""
+    return SyntheticPanoptic(8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic dataset written in the COCO panoptic layout: 6 train2017, 4 val2017 images."""
+    root = tmp_path_factory.mktemp("synthetic_coco")
+    write_synthetic_dataset(
+        root, train=COCO_TRAIN_IMAGES, val=COCO_VAL_IMAGES, seed=0, progress=False
+    )
+    return root
