@@ -353,11 +353,14 @@ def build_copy_paste(cfg: Config, categories: CategorySet) -> Any | None:
     if not cfg.augment.copy_paste:
         return None
     from maskconver.data.copy_paste import PanopticCopyPaste
+    from maskconver.data.transforms import LargeScaleJitter
 
     a = cfg.augment
     return PanopticCopyPaste(
         prob=a.copy_paste_prob,
-        jitter=(a.copy_paste_scale_min, a.copy_paste_scale_max),
+        jitter=LargeScaleJitter(
+            tuple(a.input_size), a.copy_paste_scale_min, a.copy_paste_scale_max
+        ),
         thing_category_ids=[c.id for c in categories.categories if c.isthing],
     )
 
