@@ -1,16 +1,21 @@
-"""EMA, learning-rate schedule and weight-decay groups: hand-derived expectations."""
+"""EMA, learning-rate schedule, weight-decay groups and training data: hand-derived expectations."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from maskconver.config import TrainConfig
+from maskconver.data.coco_panoptic import DatasetError
+from maskconver.data.loader import StepSampler, TrainSampleDataset, collate_train
+from maskconver.data.types import PanopticSample
 from maskconver.engine.ema import ModelEma
 from maskconver.engine.optim import build_optimizer, lr_at, param_groups
+from maskconver.targets.types import Targets
 
 
 def _scalar_model(value: float) -> nn.Linear:
@@ -169,3 +174,106 @@ def test_adamw_is_decoupled() -> None:
     # zero gradient: Adam update is 0, decoupled decay w -= lr * wd * w = w * (1 - 0.005)
     torch.testing.assert_close(net.linear.weight.detach(), w0 * (1 - 0.005))
     assert isinstance(opt, torch.optim.AdamW)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data loading: keyed sample rng, step sampler, bad-sample skipping, collation
+
+
+def test_step_sampler_epochs_resume_ranks_and_micro_batches() -> None:
+    sampler = StepSampler(5, 2, seed=3, num_steps=5)
+    steps = [s[0] for s in (sampler.step_keys(k) for k in range(5))]  # 5 steps x 2 = 10 = 2 epochs
+    flat = [key for batch in steps for key in batch]
+    assert [e for e, _ in flat] == [0] * 5 + [1] * 5
+    # each epoch is a permutation of all 5 indices, and the two epochs differ (seeded by epoch)
+    epoch0 = [i for e, i in flat if e == 0]
+    epoch1 = [i for e, i in flat if e == 1]
+    assert sorted(epoch0) == sorted(epoch1) == [0, 1, 2, 3, 4]
+    assert epoch0 == np.random.default_rng([3, 0]).permutation(5).tolist()
+    assert list(sampler) == steps and len(sampler) == 5
+    # resuming at step 3 yields exactly the tail of the uninterrupted stream
+    assert list(StepSampler(5, 2, seed=3, start_step=3, num_steps=5)) == steps[3:]
+    # two ranks with two micro-batches each split the same global batch of 8
+    global_batches = StepSampler(7, 8, seed=1, num_steps=2)
+    for step in range(2):
+        parts = [
+            StepSampler(7, 8, seed=1, rank=r, world_size=2, micro_batches=2).step_keys(step)
+            for r in range(2)
+        ]
+        assert [len(m) for p in parts for m in p] == [2, 2, 2, 2]
+        assert [k for p in parts for m in p for k in m] == global_batches.step_keys(step)[0]
+    with pytest.raises(ValueError, match="divisible"):
+        StepSampler(7, 6, seed=0, world_size=4)
+
+
+class _Base:
+    """Tiny panoptic source; index ``bad`` raises ``DatasetError``."""
+
+    def __init__(self, n: int, bad: int | None = None) -> None:
+        self.n, self.bad = n, bad
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> PanopticSample:
+        if index == self.bad:
+            raise DatasetError(f"image id {index}: cannot read 000{index}.jpg")
+        image = np.full((4, 4, 3), index, np.uint8)
+        return PanopticSample(image=image, panoptic=np.zeros((4, 4), np.int32), segments=[], image_id=index)
+
+
+def _noise(sample: PanopticSample, rng: np.random.Generator) -> PanopticSample:
+    """A 'transform' that records one rng draw in pixel (0, 0, 0)."""
+    image = sample.image.copy()
+    image[0, 0, 0] = rng.integers(256)
+    return PanopticSample(image=image, panoptic=sample.panoptic, segments=[], image_id=sample.image_id)
+
+
+def _targets(sample: PanopticSample) -> Targets:
+    k = 2
+    return Targets(
+        heatmaps=[torch.zeros(1, 2, 2)],
+        heatmap_weights=[torch.ones(2, 2)],
+        center_indices=torch.zeros(k, dtype=torch.int64),
+        classes=torch.full((k,), -1, dtype=torch.int64),
+        masks=torch.zeros(k, 4, 4, dtype=torch.uint8),
+        mask_valid=torch.zeros(k, dtype=torch.bool),
+        pixel_weights=torch.ones(4, 4),
+        num_instances=0,
+    )
+
+
+def test_train_dataset_keyed_rng_is_reproducible() -> None:
+    ds = TrainSampleDataset(_Base(4), transforms=_noise, target_generator=_targets, seed=7)
+    a, _ = ds[(2, 1)]
+    b, _ = ds[(2, 1)]
+    c, _ = ds[(3, 1)]
+    assert a.shape == (3, 4, 4) and a.dtype == torch.float32
+    assert torch.equal(a, b)  # same (seed, epoch, index) -> same augmentation
+    expected = np.random.default_rng([7, 2, 1]).integers(256)
+    assert a[0, 0, 0].item() == expected and a[0, 1, 1].item() == 1.0  # pixel value = index
+    assert c[0, 0, 0].item() == np.random.default_rng([7, 3, 1]).integers(256)
+
+
+def test_bad_samples_propagate_or_are_skipped() -> None:
+    strict = TrainSampleDataset(_Base(4, bad=1), transforms=_noise, target_generator=_targets, seed=0)
+    with pytest.raises(DatasetError, match="0001.jpg"):
+        strict[(0, 1)]
+    lenient = TrainSampleDataset(
+        _Base(4, bad=1), transforms=_noise, target_generator=_targets, seed=0, skip_bad=True
+    )
+    image, _ = lenient[(0, 1)]
+    assert image[0, 1, 1].item() != 1.0  # a replacement index was used
+    assert lenient.num_skipped == 1
+    lenient[(1, 1)]
+    assert lenient.num_skipped == 2  # counted every time, logged once per index
+
+
+def test_collate_train_stacks_and_checks_sizes() -> None:
+    ds = TrainSampleDataset(_Base(3), transforms=_noise, target_generator=_targets, seed=0)
+    images, batch = collate_train([ds[0], ds[1], ds[2]])
+    assert images.shape == (3, 3, 4, 4) and batch.masks.shape == (3, 2, 4, 4)
+    assert batch.num_instances.tolist() == [0, 0, 0]
+    big = (torch.zeros(3, 5, 4), ds[0][1])
+    with pytest.raises(ValueError, match="share a size"):
+        collate_train([ds[0], big])

@@ -1,0 +1,81 @@
+"""``maskconver train``: train a model from a preset or YAML config.
+
+Examples::
+
+    maskconver train --config tiny --output-dir runs/tiny
+    maskconver train --config mobilenet_mh_256 --data-root /data/coco --output-dir runs/mh256 \\
+        --set train.batch_size=32 --set train.max_steps=100000
+    torchrun --nproc_per_node 2 -m maskconver train --config tiny --output-dir runs/ddp
+    maskconver train --config tiny --output-dir runs/tiny --resume   # continue the latest checkpoint
+
+Without ``--data-root`` (and no ``data.root`` in the config) it trains on synthetic scenes.
+``train.batch_size`` is the global batch per optimizer step (split over processes and
+``train.grad_accum`` micro-batches). Output: ``config.yaml``, ``metrics.jsonl``,
+``checkpoints/step_*/`` and ``checkpoints/best/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` subcommand."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a model (synthetic data or a COCO panoptic root; torchrun for DDP)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="preset name (e.g. tiny) or path to a YAML file")
+    p.add_argument("--data-root", default=None, help="COCO panoptic root (default: synthetic data)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=100 (repeatable)",
+    )
+    p.add_argument("--output-dir", required=True, type=Path, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"maskconver train: error: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config, train, print the summary as JSON; returns the exit code."""
+    from maskconver.config import ConfigError, load_config
+    from maskconver.data.coco_panoptic import DatasetError
+    from maskconver.engine.checkpoint import CheckpointError
+    from maskconver.engine.train import NonFiniteLossError, train
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        return _fail(str(e), EXIT_USAGE)
+    try:
+        summary = train(
+            cfg,
+            args.output_dir,
+            resume=args.resume,
+            data_root=args.data_root,
+            progress=not args.no_progress,
+        )
+    except (ConfigError, FileExistsError) as e:
+        return _fail(str(e), EXIT_USAGE)
+    except (DatasetError, CheckpointError, NonFiniteLossError) as e:
+        return _fail(f"{type(e).__name__}: {e}", EXIT_FAILED)
+    if os.environ.get("RANK", "0") == "0":  # torchrun sets RANK; print the summary once
+        print(json.dumps(summary, indent=2, default=str))
+    return EXIT_OK

@@ -1,0 +1,74 @@
+"""``maskconver train`` smoke tests through the real command line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from maskconver.cli import main
+from maskconver.engine.checkpoint import load_model
+from maskconver.engine.logging import read_metrics
+
+SMALL = [
+    "--set", "train.max_steps=2",
+    "--set", "train.batch_size=2",
+    "--set", "train.log_every=1",
+    "--set", "train.max_eval_images=1",
+    "--set", "augment.input_size=[64,64]",
+    "--set", "data.synthetic_train=4",
+    "--set", "data.synthetic_val=1",
+    "--set", "data.synthetic_min_size=64",
+    "--set", "data.synthetic_max_size=72",
+    "--set", "eval.input_size=64",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_train_smoke_writes_run_and_loadable_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    code = main(["train", "--config", "tiny", "--output-dir", str(run), "--no-progress", *SMALL])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = json.loads(out[out.index("{\n") :])  # the JSON summary follows the log lines
+    assert summary["steps"] == 2 and summary["images_per_s"] > 0
+    assert set(summary["final_losses"]) >= {"loss", "loss_center", "loss_bce", "loss_dice"}
+    assert (run / "config.yaml").is_file()
+    records = read_metrics(run)
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [2]
+    model, cfg, categories, num_classes = load_model(run / "checkpoints" / "step_000002")
+    assert cfg.train.max_steps == 2 and num_classes == len(categories)
+    with torch.no_grad():
+        outputs = model(torch.zeros(1, 3, 64, 64))
+    assert outputs.mask_logits.shape[1] == cfg.model.num_proposals
+
+    # --resume on a finished run trains nothing more and succeeds
+    code = main(["train", "--config", "tiny", "--output-dir", str(run), "--resume", "--no-progress", *SMALL])
+    assert code == 0
+
+
+def test_bad_config_and_data_give_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--config", "tiny", "--output-dir", str(tmp_path), "--set", "train.max_stpes=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.max_stpes" in err and "max_steps" in err  # names key + hint
+    code = main(["train", "--config", "no_such_preset", "--output-dir", str(tmp_path)])
+    assert code == 2 and "no_such_preset" in capsys.readouterr().err
+    missing = tmp_path / "no_coco_here"
+    code = main(["train", "--config", "tiny", "--output-dir", str(tmp_path / "r"), "--data-root", str(missing), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and "DatasetError" in err and "no_coco_here" in err
