@@ -2,7 +2,7 @@
 
 ``metrics.jsonl`` holds one JSON object per line. Training rows carry ``step`` and one or more
 loss terms (numeric keys whose name contains ``loss``); evaluation rows carry ``step`` and a PQ
-value (``pq`` as a fraction, or ``PQ`` in percent, at the top level or under ``metrics``/``all``).
+value (``pq`` or ``all/pq`` as a fraction, or ``PQ`` in percent, at the top level or under ``metrics``/``all``).
 Rows of other kinds are ignored, so the plot survives new columns.
 """
 
@@ -47,8 +47,9 @@ def _pq_of(row: dict[str, Any]) -> float | None:
     for holder in (row, row.get("metrics"), row.get("all"), row.get("eval")):
         if not isinstance(holder, dict):
             continue
-        if _is_number(holder.get("pq")):
-            return float(holder["pq"])
+        for key in ("pq", "all/pq"):
+            if _is_number(holder.get(key)):
+                return float(holder[key])
         if _is_number(holder.get("PQ")):
             return float(holder["PQ"]) / PERCENT
         nested = holder.get("all")
