@@ -69,6 +69,16 @@ def _write_image(path: Path, kind: str, size: tuple[int, int] = (HAND_H, HAND_W)
         Image.fromarray(np.full((h, w), 25700, dtype=np.uint16)).save(path)
         assert Image.open(path).mode.startswith("I")
         return np.full((h, w, 3), 100, dtype=np.uint8)
+    if kind == "gray_alpha":
+        # LA: 90 at alpha 255 stays 90 after compositing on black
+        la = np.stack([np.full((h, w), 90, np.uint8), np.full((h, w), 255, np.uint8)], axis=2)
+        Image.fromarray(la, mode="LA").save(path)
+        return np.full((h, w, 3), 90, dtype=np.uint8)
+    if kind == "int32":
+        # mode "I" (32-bit, 16-bit data in practice): 51400 = 200 * 257 -> 200
+        Image.fromarray(np.full((h, w), 51400, dtype=np.int32), mode="I").save(path)
+        assert Image.open(path).mode == "I"
+        return np.full((h, w, 3), 200, dtype=np.uint8)
     raise ValueError(kind)
 
 
@@ -103,10 +113,11 @@ def _edit_json(root: Path, edit: Any) -> None:
 # ---------------------------------------------------------------- image_io
 
 
-@pytest.mark.parametrize("kind", ["rgb", "gray", "rgba", "palette", "gray16"])
+@pytest.mark.parametrize("kind", ["rgb", "gray", "rgba", "palette", "gray16", "gray_alpha", "int32"])
 def test_load_image_modes(tmp_path: Path, kind: str) -> None:
-    expected = _write_image(tmp_path / f"{kind}.png", kind)
-    got = load_image(tmp_path / f"{kind}.png")
+    suffix = ".tiff" if kind == "int32" else ".png"  # PNG stores mode I as 16 bit
+    expected = _write_image(tmp_path / f"{kind}{suffix}", kind)
+    got = load_image(tmp_path / f"{kind}{suffix}")
     assert got.dtype == np.uint8 and got.shape == (HAND_H, HAND_W, 3)
     np.testing.assert_array_equal(got, expected)
 

@@ -78,6 +78,18 @@ VOID_BAND_PROB = 0.5
 VOID_BAND_WIDTH = (2, 5)
 VOID_BLOBS = (1, 2)
 VOID_BLOB_RADIUS = (3, 9)
+# stuff colours (RGB) and their per-image jitter
+SKY_TOP = np.array([60, 110, 220], np.float32)  # deeper blue
+SKY_BOTTOM = np.array([170, 210, 245], np.float32)  # pale blue at the horizon
+SKY_JITTER = 20.0
+GRASS_GREEN = np.array([50, 150, 40], np.float32)
+GRASS_JITTER = 15.0
+BRICK = np.array([190, 175, 150], np.float32)  # beige
+BRICK_JITTER = 25.0
+VOID_BLOB_GREY = (90.0, 140.0)
+VOID_BLOB_NOISE = 15.0
+VOID_BAND_GREY = 10.0
+TOUCH_DISTANCE = (0.8, 1.0)  # centre distance of touching instances, in sums of radii
 # noise
 PIXEL_NOISE_STD = 6.0
 GRASS_LUM_STD = 0.2
@@ -142,13 +154,13 @@ def _stuff(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarra
     ) * np.sin(2 * np.pi * xs / rng.uniform(0.5, 2.0) / width + rng.uniform(0, 2 * np.pi))
     cat = np.where(ys < horizon, SKY, GRASS).astype(np.int32)
     # base colours: sky gradient from a deeper blue at the top to a pale blue near the horizon
-    top = np.array([60, 110, 220], np.float32) + rng.uniform(-20, 20, 3).astype(np.float32)
-    bottom = np.array([170, 210, 245], np.float32) + rng.uniform(-10, 10, 3).astype(np.float32)
+    top = SKY_TOP + rng.uniform(-1, 1, 3).astype(np.float32) * SKY_JITTER
+    bottom = SKY_BOTTOM + rng.uniform(-1, 1, 3).astype(np.float32) * SKY_JITTER / 2
     t = (ys / height)[..., None]
     image = np.empty((height, width, 3), dtype=np.float32)
     image[:] = top * (1 - t) + bottom * t
     grass = cat == GRASS
-    image[grass] = np.array([50, 150, 40], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
+    image[grass] = GRASS_GREEN + rng.uniform(-1, 1, 3).astype(np.float32) * GRASS_JITTER
     # texture as a [H, W] brightness factor: grass noisy with dark dots, flat elsewhere
     noise = rng.standard_normal((height, width), dtype=np.float32)
     dots = rng.random((height, width)) < GRASS_DOT_PROB
@@ -166,9 +178,7 @@ def _stuff(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarra
         wall = in_x & (ys >= top_y) & (ys < bottom_y)
         cat[wall] = WALL
         # bricks: beige/grey courses, alternate rows shifted by half a brick, dark mortar lines
-        image[wall] = np.array([190, 175, 150], np.float32) + rng.uniform(-25, 25, 3).astype(
-            np.float32
-        )
+        image[wall] = BRICK + rng.uniform(-1, 1, 3).astype(np.float32) * BRICK_JITTER
         shift = ((ys // BRICK_HEIGHT) % 2) * (BRICK_WIDTH // 2)
         mortar = (ys % BRICK_HEIGHT < MORTAR) | ((xs + shift) % BRICK_WIDTH < MORTAR)
         lum[wall] = np.where(mortar, np.float32(MORTAR_DARKEN), np.float32(1))[wall]
@@ -186,7 +196,8 @@ def _void(rng: np.random.Generator, cat: np.ndarray, image: np.ndarray) -> None:
         ry, rx = rng.uniform(*VOID_BLOB_RADIUS, size=2)
         blob = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1
         cat[blob] = VOID
-        image[blob] = rng.uniform(90, 140) + rng.normal(0, 15, (int(blob.sum()), 1))
+        grey = rng.uniform(*VOID_BLOB_GREY)
+        image[blob] = grey + rng.normal(0, VOID_BLOB_NOISE, (int(blob.sum()), 1))
     if rng.random() < VOID_BAND_PROB:
         band = int(rng.integers(VOID_BAND_WIDTH[0], VOID_BAND_WIDTH[1] + 1))
         side = int(rng.integers(4))
@@ -198,7 +209,7 @@ def _void(rng: np.random.Generator, cat: np.ndarray, image: np.ndarray) -> None:
         )[side]
         index = (region, slice(None)) if side < 2 else (slice(None), region)
         cat[index] = VOID
-        image[index] = 10.0
+        image[index] = VOID_BAND_GREY
 
 
 def generate_sample(
@@ -222,7 +233,7 @@ def generate_sample(
         if prev is not None and rng.random() < TOUCH_PROB:
             kind, py, px, pr = prev  # same class, centre at distance ~ sum of radii
             a = rng.uniform(0, 2 * np.pi)
-            d = (pr + radius) * rng.uniform(0.8, 1.0)
+            d = (pr + radius) * rng.uniform(*TOUCH_DISTANCE)
             cy, cx = py + d * np.sin(a), px + d * np.cos(a)
         else:
             kind = int(rng.choice(THING_IDS))
@@ -250,7 +261,9 @@ def generate_sample(
     image += PIXEL_NOISE_STD * rng.standard_normal((height, width, 1), dtype=np.float32)
     image_u8 = np.clip(image, 0, 255).astype(np.uint8)
 
-    present = set(np.unique(panoptic).tolist()) - {VOID}
+    ids, counts = np.unique(panoptic, return_counts=True)
+    area = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+    present = set(area) - {VOID}
     segments = [
         SegmentInfo(id=sid, category_id=c, isthing=False)
         for c in (SKY, GRASS, WALL)
@@ -260,8 +273,6 @@ def generate_sample(
         if seg_id in present:
             crowd = crowd_prob > 0 and bool(rng.random() < crowd_prob)
             segments.append(SegmentInfo(id=seg_id, category_id=kind, iscrowd=crowd, isthing=True))
-    ids, counts = np.unique(panoptic, return_counts=True)
-    area = dict(zip(ids.tolist(), counts.tolist(), strict=True))
     for seg in segments:
         seg.area = area[seg.id]
     return PanopticSample(image=image_u8, panoptic=panoptic, segments=segments)
