@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,15 @@ from maskconver.engine.optim import build_optimizer
 CATEGORIES = CategorySet(
     [Category(1, "thing", True, (1, 2, 3)), Category(5, "stuff", False, (4, 5, 6))]
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: much faster than two contended ones on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class _Arbitrary:
@@ -181,3 +191,36 @@ def test_prune_without_metrics_keeps_no_best(tmp_path: Path) -> None:
         _save(tmp_path, step)
     assert prune_checkpoints(tmp_path, keep_last=0) is None  # keep_last 0 keeps all
     assert len(list_checkpoints(tmp_path)) == 3
+
+
+def test_load_model_rebuilds_tiny_model_with_identical_outputs(tmp_path: Path) -> None:
+    from maskconver.build import build_model
+    from maskconver.config import load_config
+    from maskconver.engine.checkpoint import load_model
+
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 2)
+    ema = ModelEma(model, 0.5, warmup=False)
+    model.train()
+    model(torch.rand(2, 3, 64, 64) * 255)  # move BN statistics away from their init
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    ema.update(model, step=0)  # EMA = halfway between init and the current weights
+    path = save_checkpoint(
+        tmp_path, model=model, ema=ema, optimizer=None, step=1, config=cfg,
+        categories=CATEGORIES, num_classes=2,
+    )
+    images = torch.rand(1, 3, 64, 64) * 255
+    model.eval()
+    with torch.no_grad():
+        raw, averaged = model(images), ema.module(images)
+        loaded_raw, cfg2, cats, n = load_model(path, use_ema=False)
+        loaded_ema, *_ = load_model(path / "ema.safetensors")  # a file inside works too
+        assert n == 2 and cfg2 == cfg and [c.id for c in cats.categories] == [1, 5]
+        assert not loaded_raw.training
+        for got, want in ((loaded_raw(images), raw), (loaded_ema(images), averaged)):
+            torch.testing.assert_close(got.mask_logits, want.mask_logits, rtol=0, atol=0)
+            torch.testing.assert_close(got.center_logits[0], want.center_logits[0], rtol=0, atol=0)
+    assert not torch.equal(raw.mask_logits, averaged.mask_logits)  # EMA really differs

@@ -120,3 +120,35 @@ def test_non_finite_loss_stops_with_step_and_terms(tmp_path: Path, monkeypatch: 
     assert "loss_bce=nan" in message and "loss=nan" in message
     assert "loss_center=" in message and "loss_dice=" in message  # every term is named
     assert isinstance(info.value, FloatingPointError)
+
+
+def test_unreadable_coco_image_stops_or_is_skipped(
+    tmp_path: Path, synthetic_coco_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    from maskconver.data.coco_panoptic import DatasetError
+
+    root = tmp_path / "coco"
+    shutil.copytree(synthetic_coco_root, root)
+    broken = sorted((root / "train2017").iterdir())[0]
+    broken.write_bytes(b"not a jpeg")
+    # 4 steps x 2 images = 8 > 6 train images: every image, the broken one included, is drawn
+    run = ["train.max_steps=4", "train.max_eval_images=1"]
+    with pytest.raises(DatasetError, match=broken.stem):
+        train(_cfg(*run, "train.ema=false"), tmp_path / "strict", data_root=str(root), progress=False)
+    summary = train(
+        _cfg(*run, "train.ema=false", "data.skip_bad_samples=true"),
+        tmp_path / "lenient",
+        data_root=str(root),
+        progress=False,
+    )
+    assert summary["steps"] == 4 and summary["skipped_samples"] >= 1
+    assert broken.stem in caplog.text  # logged with the image id
+
+
+def test_single_image_micro_batch_with_aspp_is_refused(tmp_path: Path) -> None:
+    from maskconver.config import ConfigError
+
+    with pytest.raises(ConfigError, match="grad_accum=2 leaves 1 image"):
+        train(_cfg("train.grad_accum=2"), tmp_path, progress=False)

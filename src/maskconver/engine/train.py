@@ -36,7 +36,7 @@ from maskconver.build import (
     build_train_transforms,
     resolve_num_classes,
 )
-from maskconver.config import Config, dump_config
+from maskconver.config import Config, ConfigError, dump_config
 from maskconver.data.loader import StepSampler, TrainSampleDataset, build_train_loader
 from maskconver.engine import distributed as dist_utils
 from maskconver.engine.checkpoint import (
@@ -256,6 +256,13 @@ def train(
                 model, device_ids=[info.local_rank] if device.type == "cuda" else None
             )
         end_step = tc.max_steps if stop_at is None else min(stop_at, tc.max_steps)
+        micro_batch = tc.batch_size // (info.world_size * tc.grad_accum)
+        if micro_batch < 2 and cfg.model.decoder.name == "aspp":
+            raise ConfigError(
+                f"train.batch_size={tc.batch_size} over {info.world_size} process(es) x "
+                f"grad_accum={tc.grad_accum} leaves {micro_batch} image per forward; the ASPP "
+                "image-pooling BatchNorm needs at least 2"
+            )
         sampler = StepSampler(
             len(train_set),
             tc.batch_size,
