@@ -45,7 +45,9 @@ from maskconver.engine.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
 )
 from maskconver.engine.data import build_dataset, check_same_categories
 from maskconver.engine.ema import ModelEma
@@ -71,37 +73,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """Global RNG states as tensors / Python primitives (``torch.load(weights_only=True)``-safe)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of ``rng_state``."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -137,11 +108,13 @@ def _check_finite(losses: dict[str, torch.Tensor], step: int, micro: int) -> Non
         )
 
 
-def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+def _mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average scalars over processes (the tensor lives on ``device``: NCCL needs CUDA)."""
     keys = sorted(values)
     if dist_utils.get_world_size() == 1 or not keys:
         return dict(values)
-    t = dist_utils.all_reduce_sum(torch.tensor([values[k] for k in keys], dtype=torch.float64))
+    local = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    t = dist_utils.all_reduce_sum(local)
     return {k: float(v) / dist_utils.get_world_size() for k, v in zip(keys, t.tolist())}
 
 
@@ -351,7 +324,7 @@ def train(
             train_time += elapsed
             if done % tc.log_every == 0 or done == end_step:
                 final_losses = _mean_over_ranks(
-                    {k: v / window_steps for k, v in window_losses.items()}
+                    {k: v / window_steps for k, v in window_losses.items()}, device
                 )
                 record: dict[str, Any] = {"lr": lr, **final_losses}
                 record["images_per_s"] = window_images / max(window_time, 1e-9)
