@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from maskconver.data.panoptic_png import write_panoptic_png
 from maskconver.data.types import Category, CategorySet, SegmentInfo
+from maskconver.evaluation import pq as pq_module
 from maskconver.evaluation.pq import PanopticQuality
 from maskconver.evaluation.pq_files import evaluate_files, format_table
 
@@ -212,6 +213,34 @@ def test_state_merge_load_and_reset() -> None:
 def test_bad_input_raises_naming_the_image(pred, pred_segs, message) -> None:
     with pytest.raises(ValueError, match=message):
         score(M("1 1"), [seg(1, PERSON)], pred, pred_segs)
+
+
+@pytest.mark.parametrize("max_pair_bits", [pq_module.MAX_PAIR_BITS, 0])
+def test_pair_counts_equal_a_brute_force_count(
+    max_pair_bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the hashed (and, with max_pair_bits 0, the dense fallback) intersection matrix must equal
+    # np.add.at over (row, column) of every pixel; rows: void, sorted gt ids, unknown gt ids
+    monkeypatch.setattr(pq_module, "MAX_PAIR_BITS", max_pair_bits)
+    rng = np.random.default_rng(0)
+    work = pq_module._Workspace()
+    for _ in range(10):
+        gt_ids = np.sort(rng.choice(np.arange(1, MAX_PNG_ID), size=int(rng.integers(0, 200)),
+                                    replace=False))
+        pred_ids = np.sort(rng.choice(np.arange(1, MAX_PNG_ID), size=int(rng.integers(0, 200)),
+                                      replace=False))
+        size = int(rng.integers(1, 3000))
+        unknown = [5 * MAX_PNG_ID, 123]  # not segments: must land in the unknown row
+        gt = rng.choice(np.concatenate([gt_ids, [0], unknown]), size=size).astype(np.uint32)
+        pred = rng.choice(np.append(pred_ids, 0), size=size).astype(np.uint32)
+        rows = np.where(np.isin(gt, gt_ids), np.searchsorted(gt_ids, gt) + 1,
+                        np.where(gt == 0, 0, len(gt_ids) + 1))
+        cols = np.where(pred == 0, 0, np.searchsorted(pred_ids, pred) + 1)
+        expected = np.zeros((len(gt_ids) + 2, len(pred_ids) + 1), np.int64)
+        np.add.at(expected, (rows, cols), 1)
+        counts, pred_unknown = pq_module._intersections(gt, gt_ids, pred, pred_ids, work)
+        assert not pred_unknown
+        np.testing.assert_array_equal(counts, expected)
 
 
 # ---------------------------------------------------------------------------------------------

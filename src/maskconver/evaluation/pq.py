@@ -12,10 +12,13 @@ The rules reproduced from ``pq_compute_single_core`` (panopticapi/evaluation.py)
 * per class ``PQ = iou_sum / (tp + fp/2 + fn/2)``, ``SQ = iou_sum / tp``, ``RQ = tp / (tp + fp/2 +
   fn/2)``; categories with ``tp + fp + fn == 0`` are left out of the averages.
 
-Instead of panopticapi's per-pair Python loop, every image is reduced to one small intersection
-matrix ``[num_gt + 2, num_pred + 1]`` (rows: void, gt segments, unknown gt ids; columns: void, pred
-segments) with one ``bincount`` over dense segment indices, and matching is a vectorised test on
-that matrix. IoU values are the same IEEE divisions of the same integers as panopticapi's.
+Instead of panopticapi's two ``np.unique`` sorts and per-pair Python loop, every image is reduced
+to one small intersection matrix ``[num_gt + 2, num_pred + 1]`` (rows: void, gt segments, unknown
+gt ids; columns: void, pred segments): each id is sent to a slot by a perfect hash of the image's
+few segment ids (verified pixel by pixel, so unknown ids are caught, never aliased), and one
+``bincount`` over (gt slot, pred slot) pairs counts every intersection. Matching is then a
+vectorised test on that matrix; IoU values are the same IEEE divisions of the same integers as
+panopticapi's, so results agree to rounding of the final sums.
 
 The state is a float64 ``[num_categories, 4]`` tensor (iou_sum, tp, fp, fn), so a distributed run
 reduces it with a single ``all_reduce(SUM)`` and ``load_state``.
@@ -33,6 +36,15 @@ from maskconver.data.types import PADDING, VOID, Category, CategorySet, SegmentI
 MATCH_IOU = 0.5  # a pair matches when IoU is strictly greater than this
 IGNORE_FRACTION = 0.5  # an unmatched prediction more than this much on void + crowd is ignored
 STATE_COLUMNS = ("iou_sum", "tp", "fp", "fn")
+MAX_ID = 2**32 - 2  # ids are handled as uint32; 2^32 - 1 is the unknown-id sentinel
+UNKNOWN_SENTINEL = 2**32 - 1
+UINT32_MASK = 2**32 - 1
+HASH_LOAD = 4  # at least this many hash slots per id (and so always an empty slot)
+HASH_EXTRA_BITS = 8  # table doublings tried before giving up on an injective hash
+MAX_PAIR_BITS = 20  # a joint (gt slot, pred slot) histogram of at most 2^20 bins
+HASH_SEED = 20240101  # fixed: the hash (not the result) would otherwise vary between runs
+# odd 32-bit multipliers for multiplicative hashing: 2^32 / golden ratio, then fixed random ones
+HASH_MULTIPLIERS = (2654435769, *(np.random.default_rng(HASH_SEED).integers(1, 2**31, 31) * 2 + 1))
 _IOU, _TP, _FP, _FN = range(len(STATE_COLUMNS))
 
 
@@ -53,6 +65,7 @@ class PanopticQuality:
         self.categories: list[Category] = sorted(cats, key=lambda c: c.id)
         self._row = {c.id: i for i, c in enumerate(self.categories)}
         self._stats = np.zeros((len(self.categories), len(STATE_COLUMNS)), dtype=np.float64)
+        self._work = _Workspace()
 
     @property
     def num_categories(self) -> int:
@@ -124,18 +137,14 @@ class PanopticQuality:
         pred_ids, pred_rows = self._segment_table(pred_segments, f"{where}: prediction")
         num_gt, num_pred = len(gt_ids), len(pred_ids)
 
-        # dense indices: gt 0 void, 1..num_gt segments, num_gt + 1 unknown id; pred 0 void, 1..
-        gt_dense, _ = _dense_index(gt, gt_ids)
-        pred_dense, pred_unknown = _dense_index(pred, pred_ids)
-        if pred_unknown.any():
-            bad = np.unique(pred[pred_unknown])[:10].tolist()
+        # [num_gt + 2, num_pred + 1] pixel counts; rows: void, gt segments (sorted ids), unknown
+        # gt ids; columns: void, pred segments (sorted ids)
+        inter_all, pred_unknown = _intersections(gt, gt_ids, pred, pred_ids, self._work)
+        if pred_unknown:
+            bad = np.setdiff1d(np.unique(pred), np.append(pred_ids, VOID))[:10].tolist()
             raise ValueError(
                 f"{where}: predicted segment ids {bad} are in the PNG/map but not in segments_info"
             )
-        cols = num_pred + 1
-        counts = np.bincount(gt_dense * cols + pred_dense, minlength=(num_gt + 2) * cols)
-        inter_all = counts.reshape(num_gt + 2, cols)
-
         pred_area = inter_all[:, 1:].sum(axis=0)  # [num_pred]
         if (pred_area == 0).any():
             missing = pred_ids[pred_area == 0][:10].tolist()
@@ -189,6 +198,8 @@ class PanopticQuality:
         ids = np.array([s.id for s in ordered], dtype=np.int64)
         if len(ids) and ids[0] <= VOID:
             raise ValueError(f"{what}: segment id {int(ids[0])} is reserved (0 void, -1 padding)")
+        if len(ids) and ids[-1] > MAX_ID:
+            raise ValueError(f"{what}: segment id {int(ids[-1])} is larger than {MAX_ID}")
         if len(ids) > 1 and (np.diff(ids) == 0).any():
             dup = ids[1:][np.diff(ids) == 0][:10].tolist()
             raise ValueError(f"{what}: duplicate segment ids {dup} in segments_info")
@@ -253,30 +264,134 @@ def _sorted_by_id(segments: Sequence[SegmentInfo]) -> list[SegmentInfo]:
 
 
 def _flat_ids(ids: np.ndarray, what: str) -> np.ndarray:
-    """``[H, W]`` integer ids -> flat int64 with padding (-1) folded into void."""
+    """``[H, W]`` integer ids -> flat ``[H * W]`` uint32, padding (-1) folded into void."""
     arr = np.asarray(ids)
     if arr.ndim != 2:
         raise ValueError(f"{what}: expected an [H, W] id map, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{what}: expected integer segment ids, got dtype {arr.dtype}")
-    flat = arr.reshape(-1).astype(np.int64, copy=False)
-    if flat.size and flat.min() < PADDING:
-        raise ValueError(f"{what}: negative segment id {int(flat.min())} (only -1 = padding)")
-    return np.where(flat == PADDING, VOID, flat) if flat.size and flat.min() < 0 else flat
+    flat = arr.reshape(-1)
+    if flat.size == 0:
+        return flat.astype(np.uint32)
+    low, high = int(flat.min()), int(flat.max())
+    if low < PADDING or high > MAX_ID:
+        bad = low if low < PADDING else high
+        raise ValueError(f"{what}: segment id {bad} outside [-1 (padding), {MAX_ID}]")
+    if low == PADDING:
+        flat = np.where(flat == PADDING, VOID, flat)
+    if flat.dtype == np.int32:
+        return flat.view(np.uint32)  # non-negative now: same bits, no copy
+    return flat.astype(np.uint32, copy=False)
 
 
-def _dense_index(ids: np.ndarray, segment_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map raw ids ``[N]`` to 0 (void), 1..S (position in sorted ``segment_ids``) or S + 1.
+class _SlotHash:
+    """Perfect multiplicative hash of a few ids (plus void) into ``2^bits`` slots.
+
+    ``slot(x) = (x * multiplier mod 2^32) >> (32 - bits)`` with the first multiplier and smallest
+    ``bits`` that are injective on ``{0} | segment_ids``. ``slot_of_dense[k]`` is the slot of the
+    k-th id (0 void, then the sorted segment ids) and ``slot_of_dense[-1]`` an empty slot, where
+    unknown ids are sent after verification.
+    """
+
+    def __init__(self, segment_ids: np.ndarray) -> None:
+        keys = np.concatenate([[VOID], segment_ids]).astype(np.uint32)
+        base_bits = int(np.ceil(np.log2(HASH_LOAD * len(keys))))
+        for bits in range(base_bits, base_bits + HASH_EXTRA_BITS):
+            self.shift = np.uint32(32 - bits)
+            for multiplier in HASH_MULTIPLIERS:
+                self.multiplier = np.uint32(multiplier)
+                slots = (keys * self.multiplier) >> self.shift  # wraps modulo 2^32
+                if len(np.unique(slots)) == len(keys):
+                    break
+            else:
+                continue
+            break
+        else:
+            raise RuntimeError(f"no injective hash for {len(keys)} segment ids")  # never seen
+        self.bits = bits
+        self.key_of_slot = np.full(1 << bits, UNKNOWN_SENTINEL, dtype=np.uint32)
+        self.key_of_slot[slots] = keys
+        empty = int(np.argmax(self.key_of_slot == UNKNOWN_SENTINEL))  # exists: load <= 1/4
+        self.slot_of_dense = np.append(slots.astype(np.intp), empty)
+
+    def slots(self, ids: np.ndarray, out: np.ndarray, work: _Workspace) -> bool:
+        """Write the slot of every id ``[N]`` (uint32) into ``out`` (``[N]`` intp).
+
+        Returns:
+            whether any id is unknown; those are moved to the empty slot, so an unknown id
+            never aliases a known one.
+        """
+        # (ids * multiplier mod 2^32) >> shift, computed in int64 so that the slots are ready
+        # to index with (products < 2^56 do not overflow)
+        np.multiply(ids, np.intp(self.multiplier), out=out, dtype=np.intp)
+        out &= np.intp(UINT32_MASK)
+        out >>= np.intp(self.shift)
+        key, known = work.key[: len(ids)], work.known[: len(ids)]
+        np.take(self.key_of_slot, out, out=key)
+        np.equal(key, ids, out=known)
+        if known.all():
+            return False
+        np.copyto(out, self.slot_of_dense[-1], where=~known)
+        return True
+
+
+class _Workspace:
+    """Per-pixel buffers reused from image to image (fresh large arrays cost page faults)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._grow(0)
+
+    def _grow(self, size: int) -> None:
+        self.size = size
+        self.gt = np.empty(size, np.intp)
+        self.pred = np.empty(size, np.intp)
+        self.key = np.empty(size, np.uint32)
+        self.known = np.empty(size, bool)
+
+    def ensure(self, size: int) -> None:
+        """Make every buffer hold at least ``size`` pixels."""
+        if size > self.size:
+            self._grow(size)
+
+
+def _intersections(
+    gt: np.ndarray, gt_ids: np.ndarray, pred: np.ndarray, pred_ids: np.ndarray, work: _Workspace
+) -> tuple[np.ndarray, bool]:
+    """Pixel counts of every (gt, pred) pair with one ``bincount`` over hashed slot pairs.
+
+    Args:
+        gt, pred: ``[N]`` uint32 ids.
+        gt_ids, pred_ids: ``[Sg]``, ``[Sp]`` sorted segment ids.
+        work: scratch buffers.
 
     Returns:
-        ``[N]`` int64 dense indices and the ``[N]`` bool mask of non-void unknown ids.
+        ``[Sg + 2, Sp + 1]`` int64 counts (rows: void, gt segments, unknown gt ids; columns:
+        void, pred segments) and whether ``pred`` holds ids outside ``pred_ids``.
     """
-    num = len(segment_ids)
-    if num == 0:
-        unknown = ids != VOID
-        return np.where(unknown, 1, 0).astype(np.int64), unknown
-    pos = np.minimum(np.searchsorted(segment_ids, ids), num - 1)
-    known = segment_ids[pos] == ids
-    unknown = ~known & (ids != VOID)
-    dense = np.where(known, pos + 1, np.where(unknown, num + 1, 0))
-    return dense, unknown
+    num_gt, num_pred, size = len(gt_ids), len(pred_ids), len(gt)
+    work.ensure(size)
+    gt_hash, pred_hash = _SlotHash(gt_ids), _SlotHash(pred_ids)
+    gt_slots, pred_slots = work.gt[:size], work.pred[:size]
+    if pred_hash.slots(pred, pred_slots, work):
+        return np.zeros((num_gt + 2, num_pred + 1), np.int64), True
+    gt_hash.slots(gt, gt_slots, work)
+    if gt_hash.bits + pred_hash.bits > MAX_PAIR_BITS:  # many segments: count dense pairs instead
+        gt_dense = _dense_of_slot(gt_hash, num_gt + 2) * (num_pred + 1)
+        np.take(gt_dense, gt_slots, out=gt_slots)
+        np.take(_dense_of_slot(pred_hash, num_pred + 1), pred_slots, out=pred_slots)
+        gt_slots += pred_slots
+        hist = np.bincount(gt_slots, minlength=(num_gt + 2) * (num_pred + 1))
+        return hist.reshape(num_gt + 2, num_pred + 1), False
+    gt_slots <<= pred_hash.bits
+    gt_slots |= pred_slots
+    hist = np.bincount(gt_slots, minlength=1 << (gt_hash.bits + pred_hash.bits))
+    hist = hist.reshape(1 << gt_hash.bits, 1 << pred_hash.bits)
+    return hist[np.ix_(gt_hash.slot_of_dense, pred_hash.slot_of_dense[:-1])], False
+
+
+def _dense_of_slot(slot_hash: _SlotHash, size: int) -> np.ndarray:
+    """Inverse of ``slot_of_dense[:size]``: slot -> dense index (``[2^bits]`` intp)."""
+    table = np.zeros(1 << slot_hash.bits, dtype=np.intp)
+    table[slot_hash.slot_of_dense[:size]] = np.arange(size)
+    return table
