@@ -1,0 +1,264 @@
+"""Panoptic visualisation: colour maps, overlays with boundaries and labels, GT | prediction panels.
+
+Colours are deterministic: each category has a base colour (its ``Category.color``, or a hue from
+the golden-ratio sequence when that is black), and the k-th instance of a category (segments in
+ascending id order) is a shade of it (alternately lighter and darker, with a small hue step), so
+one category keeps one hue family while its instances stay apart. Void and padding are black.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+from maskconver.data.types import PADDING, VOID, CategorySet, SegmentInfo
+
+GOLDEN_RATIO_CONJUGATE = 0.618033988749895  # hue step between generated category colours
+GENERATED_SATURATION, GENERATED_VALUE = 0.65, 0.9
+SHADE_STEP = 0.22  # lightness change per instance step (fraction of the way to white / black)
+MAX_SHADE = 0.66
+HUE_STEP = 0.025  # small hue rotation per instance step, so far-apart shades still differ
+BOUNDARY_COLOR = (255, 255, 255)
+VOID_COLOR = (0, 0, 0)
+LABEL_TEXT_COLOR = (255, 255, 255)
+LABEL_DARKEN = 0.45  # label box = segment colour darkened by this factor
+LABEL_PADDING = 2  # pixels around the label text
+MIN_LABEL_AREA = 48  # segments smaller than this (pixels) get no label
+LABEL_FONT_SIZE = 11
+TITLE_FONT_SIZE = 14
+TITLE_HEIGHT = 24  # pixels of the title strip above each panel
+PANEL_GAP = 6  # pixels between panels
+BACKGROUND = (24, 24, 24)
+TITLE_COLOR = (235, 235, 235)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """PIL's default font at ``size`` (scalable where FreeType is available)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # old Pillow or no FreeType: fixed bitmap font
+        return ImageFont.load_default()
+
+
+def category_color(categories: CategorySet, category_id: int) -> tuple[int, int, int]:
+    """Base RGB colour of a category: its own ``color``, else a golden-ratio hue."""
+    category = categories.by_id.get(category_id)
+    if category is not None and any(category.color):
+        return category.color
+    index = categories.categories.index(category) if category is not None else category_id
+    hue = (index * GOLDEN_RATIO_CONJUGATE) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, GENERATED_SATURATION, GENERATED_VALUE)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def instance_color(base: tuple[int, int, int], k: int) -> tuple[int, int, int]:
+    """Shade ``k`` (0 = the base colour) of a category colour.
+
+    Odd k go toward black, even k toward white, by ``SHADE_STEP`` per pair; every step also
+    rotates the hue a little, so shades beyond ``MAX_SHADE`` still differ.
+    """
+    if k == 0:
+        return base
+    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in base))
+    r, g, b = colorsys.hsv_to_rgb((h + HUE_STEP * k) % 1.0, s, v)
+    amount = min(SHADE_STEP * ((k + 1) // 2), MAX_SHADE)
+    target = 0.0 if k % 2 else 1.0
+    rgb = [c + (target - c) * amount for c in (r, g, b)]
+    return round(rgb[0] * 255), round(rgb[1] * 255), round(rgb[2] * 255)
+
+
+def segment_colors(
+    segments: list[SegmentInfo], categories: CategorySet
+) -> dict[int, tuple[int, int, int]]:
+    """Segment id -> RGB: category hue family, one shade per instance (ascending id order)."""
+    colors: dict[int, tuple[int, int, int]] = {}
+    seen: dict[int, int] = {}
+    for seg in sorted(segments, key=lambda s: s.id):
+        k = seen.get(seg.category_id, 0)
+        seen[seg.category_id] = k + 1
+        colors[seg.id] = instance_color(category_color(categories, seg.category_id), k)
+    return colors
+
+
+def _check_map(panoptic: np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(panoptic)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{what}: expected an [H, W] integer id map, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def _check_image(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"image: expected [H, W, 3] uint8, got {arr.dtype} {arr.shape}")
+    if arr.shape[:2] != shape:
+        raise ValueError(f"image {arr.shape[:2]} and panoptic map {shape} differ in size")
+    return arr
+
+
+def colorize_panoptic(
+    panoptic: np.ndarray, segments: list[SegmentInfo], categories: CategorySet
+) -> np.ndarray:
+    """Colour a panoptic map.
+
+    Args:
+        panoptic: ``[H, W]`` segment ids (0 void, -1 padding).
+        segments: the map's segments.
+        categories: gives each category its colour.
+
+    Returns:
+        ``[H, W, 3]`` uint8 RGB; void, padding and ids without a segment are black.
+    """
+    panoptic = _check_map(panoptic, "panoptic")
+    colors = segment_colors(segments, categories)
+    ids = np.array(sorted(colors), dtype=np.int64)
+    table = np.array([VOID_COLOR, *(colors[i] for i in ids)], dtype=np.uint8)  # row 0: void
+    flat = panoptic.astype(np.int64)
+    if len(ids):
+        pos = np.minimum(np.searchsorted(ids, flat), len(ids) - 1)
+        index = np.where(ids[pos] == flat, pos + 1, 0)
+    else:
+        index = np.zeros(flat.shape, np.int64)
+    return table[index]
+
+
+def boundaries(panoptic: np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool: pixels whose right or lower neighbour has another id (1 px lines)."""
+    panoptic = _check_map(panoptic, "panoptic")
+    edge = np.zeros(panoptic.shape, dtype=bool)
+    edge[:, :-1] |= panoptic[:, :-1] != panoptic[:, 1:]
+    edge[:-1, :] |= panoptic[:-1, :] != panoptic[1:, :]
+    return edge
+
+
+def _label_point(mask: np.ndarray) -> tuple[int, int, tuple[int, int]]:
+    """(y, x) of the mask pixel farthest from the mask border (inside even for non-convex
+    shapes), and the mask's top and bottom rows."""
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    crop = np.pad(mask[y0:y1, x0:x1], 1)  # a border of background, so edges count as border
+    distance = ndimage.distance_transform_edt(crop)
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return int(y0 + y - 1), int(x0 + x - 1), (int(y0), int(y1))
+
+
+def _draw_labels(
+    canvas: Image.Image,
+    panoptic: np.ndarray,
+    segments: list[SegmentInfo],
+    categories: CategorySet,
+    colors: dict[int, tuple[int, int, int]],
+) -> None:
+    draw = ImageDraw.Draw(canvas)
+    font = _font(LABEL_FONT_SIZE)
+    width, height = canvas.size
+    for seg in sorted(segments, key=lambda s: s.id):
+        mask = panoptic == seg.id
+        area = int(mask.sum())
+        if area < MIN_LABEL_AREA:
+            continue
+        category = categories.by_id.get(seg.category_id)
+        text = category.name if category is not None else str(seg.category_id)
+        if seg.iscrowd:
+            text += " (crowd)"
+        y, x, (top_row, bottom_row) = _label_point(mask)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        w, h = right - left + 2 * LABEL_PADDING, bottom - top + 2 * LABEL_PADDING
+        by = y - h // 2
+        if w * h > area:  # the label would hide a small segment: put it just above (or below)
+            by = top_row - h - 1 if top_row - h - 1 >= 0 else bottom_row + 1
+        bx = int(np.clip(x - w // 2, 0, max(width - w, 0)))
+        by = int(np.clip(by, 0, max(height - h, 0)))
+        box_color = tuple(round(c * (1 - LABEL_DARKEN)) for c in colors[seg.id])
+        draw.rectangle((bx, by, bx + w - 1, by + h - 1), fill=box_color)
+        draw.text((bx + LABEL_PADDING - left, by + LABEL_PADDING - top), text,
+                  fill=LABEL_TEXT_COLOR, font=font)
+
+
+def overlay(
+    image: np.ndarray,
+    panoptic: np.ndarray,
+    segments: list[SegmentInfo],
+    categories: CategorySet,
+    *,
+    alpha: float = 0.5,
+    draw_boundaries: bool = True,
+    draw_labels: bool = True,
+) -> np.ndarray:
+    """Blend segment colours over an image.
+
+    Args:
+        image: ``[H, W, 3]`` uint8 RGB.
+        panoptic: ``[H, W]`` segment ids (0 void, -1 padding: left unblended).
+        segments: the map's segments.
+        categories: names and colours.
+        alpha: weight of the segment colour (0 = image only, 1 = colours only).
+        draw_boundaries: 1-pixel white lines where the id changes.
+        draw_labels: each segment's category name at its innermost pixel (PIL default font).
+
+    Returns:
+        ``[H, W, 3]`` uint8 RGB.
+    """
+    panoptic = _check_map(panoptic, "panoptic")
+    image = _check_image(image, panoptic.shape)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    color = colorize_panoptic(panoptic, segments, categories).astype(np.float32)
+    labelled = ((panoptic != VOID) & (panoptic != PADDING))[..., None]
+    blended = image.astype(np.float32) * (1 - alpha) + color * alpha
+    out = np.where(labelled, blended, image.astype(np.float32)).round().astype(np.uint8)
+    if draw_boundaries:
+        out[boundaries(panoptic)] = BOUNDARY_COLOR
+    if draw_labels and segments:
+        canvas = Image.fromarray(out)
+        _draw_labels(canvas, panoptic, segments, categories, segment_colors(segments, categories))
+        out = np.asarray(canvas).copy()
+    return out
+
+
+def side_by_side(
+    image: np.ndarray,
+    gt_panoptic: np.ndarray,
+    gt_segments: list[SegmentInfo],
+    pred_panoptic: np.ndarray,
+    pred_segments: list[SegmentInfo],
+    categories: CategorySet,
+    *,
+    titles: tuple[str, str] = ("ground truth", "prediction"),
+) -> np.ndarray:
+    """Three titled panels: image | ground-truth overlay | prediction overlay.
+
+    Returns:
+        ``[TITLE_HEIGHT + H, 3 W + 2 PANEL_GAP, 3]`` uint8 RGB.
+    """
+    panels = [
+        _check_image(image, np.shape(gt_panoptic)),
+        overlay(image, gt_panoptic, gt_segments, categories),
+        overlay(image, pred_panoptic, pred_segments, categories),
+    ]
+    height, width = panels[0].shape[:2]
+    canvas = Image.new("RGB", (3 * width + 2 * PANEL_GAP, TITLE_HEIGHT + height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(TITLE_FONT_SIZE)
+    for k, (panel, title) in enumerate(zip(panels, ("image", *titles))):
+        x = k * (width + PANEL_GAP)
+        canvas.paste(Image.fromarray(panel), (x, TITLE_HEIGHT))
+        left, top, right, bottom = draw.textbbox((0, 0), title, font=font)
+        tx = x + (width - (right - left)) // 2 - left
+        ty = (TITLE_HEIGHT - (bottom - top)) // 2 - top
+        draw.text((tx, ty), title, fill=TITLE_COLOR, font=font)
+    return np.asarray(canvas).copy()
+
+
+def save_image(path: str | Path, array: np.ndarray) -> None:
+    """Write an ``[H, W, 3]`` (or ``[H, W]``) uint8 array; parent folders are created."""
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
+        raise ValueError(f"save_image: expected [H, W(, 3)] uint8, got {arr.dtype} {arr.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
