@@ -257,6 +257,11 @@ def train(
         if resumed_rng is not None:
             set_rng_state(resumed_rng)
 
+        if tc.warmup_steps >= tc.max_steps:
+            log.message(
+                f"warning: train.warmup_steps={tc.warmup_steps} >= train.max_steps={tc.max_steps}: "
+                "the warmup aims at the cosine value at its end, which is ~0, so the LR stays ~0"
+            )
         log.message(
             f"training {type(raw_model).__name__} ({sum(p.numel() for p in raw_model.parameters()):,}"
             f" parameters, {num_classes} classes) on {len(train_set)} images, device {device}, "
