@@ -28,8 +28,8 @@ REFERENCE_BN = functools.partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
 ODD_H, ODD_W = 65, 97  # odd sizes: ceil(65 / 32) = 3, ceil(97 / 32) = 4
 
 
-def _small_unet(**resnet_kwargs: object) -> ResNetUNet:
-    return ResNetUNet(ResNet50(**resnet_kwargs), channels=(32, 24, 16), repeats=(2, 1, 1))  # type: ignore[arg-type]
+def _small_unet() -> ResNetUNet:
+    return ResNetUNet(ResNet50(), channels=(32, 24, 16), repeats=(2, 1, 1))
 
 
 # Every variant the contract runs over: (factory, expected channels, expected strides).
@@ -104,14 +104,14 @@ def _assert_gradients_reach_every_parameter(
     name: str, backbone: nn.Module, features: list[torch.Tensor]
 ) -> None:
     # A random projection avoids the degenerate sum(BN output) gradient.
-    loss = sum((f * torch.randn_like(f)).sum() for f in features)
-    loss.backward()  # type: ignore[union-attr]
+    loss = torch.stack([(f * torch.randn_like(f)).sum() for f in features]).sum()
+    loss.backward()
     params = dict(backbone.named_parameters())
     no_grad = [n for n, p in params.items() if p.grad is None]
     assert not no_grad, f"{name}: parameters without gradient: {no_grad[:5]}"
-    assert all(torch.isfinite(p.grad).all() for p in params.values())  # type: ignore[arg-type]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params.values())
     if name not in STOCHASTIC:
-        zero = [n for n, p in params.items() if torch.count_nonzero(p.grad) == 0]  # type: ignore[arg-type]
+        zero = [n for n, p in params.items() if p.grad is not None and not p.grad.any()]
         assert not zero, f"{name}: parameters with all-zero gradient: {zero[:5]}"
 
 
@@ -233,6 +233,27 @@ def test_resnet50_drop_path_rates_per_group() -> None:
         assert all(block.drop_path.p == pytest.approx(0.1 * (i + 2) / 8) for block in layer)
 
 
+def test_resnet50_output_stride_dilation_follows_torchvision() -> None:
+    with torch.device("meta"):
+        os8 = ResNet50(output_stride=8)
+    assert os8.strides == (4, 8, 8, 8)
+    # replace_stride_with_dilation: a dilated group's first block keeps the previous dilation.
+    assert os8.layer3[0].conv2.stride == (1, 1) and os8.layer3[0].conv2.dilation == (1, 1)
+    assert os8.layer3[1].conv2.dilation == (2, 2)
+    assert os8.layer4[0].conv2.dilation == (2, 2) and os8.layer4[1].conv2.dilation == (4, 4)
+    assert os8.layer4[0].downsample is not None  # 1024 -> 2048 still needs a projection
+    assert os8.layer4[0].downsample[0].stride == (1, 1)
+    with pytest.raises(ValueError, match="output_stride"):
+        ResNet50(output_stride=4)
+
+
+def test_resnet_unet_rejects_wrong_level_counts() -> None:
+    with torch.device("meta"):
+        resnet = ResNet50()
+    with pytest.raises(ValueError, match="3 entries"):
+        ResNetUNet(resnet, channels=(8, 8), repeats=(1, 1, 1))
+
+
 def test_resnet_unet_full_size_parameter_count() -> None:
     with torch.device("meta"):  # no memory, no init cost: only shapes are checked
         unet = ResNetUNet(ResNet50())
@@ -255,7 +276,8 @@ def test_resnet_unet_top_down_path_reaches_the_finest_output() -> None:
     images = torch.randn(1, 3, 65, 65)
     with torch.no_grad():
         before = unet(images)
-        unet.levels[0].lateral[0].weight.add_(0.1)  # only the L5 lateral changes (LN undoes a scale)
+        # Only the L5 lateral changes (an add: LayerNorm would undo a pure scale).
+        unet.levels[0].lateral[0].weight.add_(0.1)
         after = unet(images)
     torch.testing.assert_close(after[0], before[0])  # C2 is the raw ResNet map
     assert (after[1] - before[1]).abs().max() > 1e-4  # U3 sees L5 through the top-down path

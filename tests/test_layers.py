@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import pytest
 import torch
@@ -321,10 +322,12 @@ def test_trunc_normal_init_bounds_and_zero_bias() -> None:
 
 
 @pytest.mark.parametrize("distribution", ["truncated_normal", "normal", "uniform"])
-def test_variance_scaling_reaches_target_std(distribution: str) -> None:
+def test_variance_scaling_reaches_target_std(
+    distribution: Literal["truncated_normal", "normal", "uniform"],
+) -> None:
     torch.manual_seed(0)
     weight = torch.empty(256, 64, 3, 3)
-    variance_scaling_(weight, scale=1.0, mode="fan_in", distribution=distribution)  # type: ignore[arg-type]
+    variance_scaling_(weight, scale=1.0, mode="fan_in", distribution=distribution)
     # fan_in = 64 * 3 * 3 = 576 -> std = sqrt(1 / 576) = 0.041667 (Keras rescales the
     # truncated normal so the truncated draw has this std too).
     assert abs(weight.std().item() - 1 / 24) < 0.05 / 24  # within 5 %

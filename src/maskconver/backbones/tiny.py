@@ -51,7 +51,9 @@ class TinyBackbone(Backbone):
             layers: list[nn.Module] = []
             if i > 0:
                 layers.append(
-                    ConvNormAct(in_ch, out_ch, 3, stride=2, norm_layer=norm_layer, act_layer=act_layer)
+                    ConvNormAct(
+                        in_ch, out_ch, 3, stride=2, norm_layer=norm_layer, act_layer=act_layer
+                    )
                 )
             layers.append(
                 ConvNormAct(out_ch, out_ch, 3, norm_layer=norm_layer, act_layer=act_layer)

@@ -1,8 +1,9 @@
-"""Load torchvision-named (ImageNet) weights into a backbone, reporting what matched.
+r"""Load torchvision-named (ImageNet) weights into a backbone, reporting what matched.
 
-Usage from the CLI (torchvision's file, downloaded by hand)::
+Usage from the CLI (torchvision's ImageNet file, downloaded by hand; it also fits the ResNet
+inside ``resnet50_unet``)::
 
-    maskconver train --config <preset> --set model.backbone.name=resnet50 \
+    maskconver train --config resnet50_unet --data-root <coco> --output-dir runs/r50u \
         --set model.backbone.weights=resnet50-0676ba61.pth
 
 Accepted files: ``.safetensors`` and ``.pth``/``.pt`` (read with ``torch.load(weights_only=True)``;
