@@ -1,0 +1,360 @@
+"""``maskconver quickstart``: train, evaluate and predict on the synthetic dataset in one command.
+
+What it does, in order (everything lands in ``--output-dir``):
+
+1. loads the ``tiny`` preset (plus ``--set`` overrides) and sizes the step budget so that
+   training takes about ``--minutes`` on this machine (a few training steps are timed first;
+   ``--no-calibrate`` scales the preset's 2-core-CPU budget instead);
+2. trains on the procedural synthetic scenes (``engine.train.train``): ``metrics.jsonl``,
+   ``config.yaml``, ``checkpoints/`` (``best/`` = highest validation PQ);
+3. writes the synthetic validation split to ``data/`` in the COCO panoptic layout (lossless PNG
+   images), evaluates the best checkpoint on it and saves the predictions in COCO panoptic
+   format to ``val_predictions/``; the saved files are re-scored with the file evaluator
+   (panopticapi semantics) as a cross-check;
+4. predicts held-out scenes (never seen in training or validation, written to ``heldout/``) and
+   draws ``pictures/<name>_overlay.jpg`` and ``pictures/<name>_gt_vs_pred.jpg``;
+5. plots ``training_curves.png``, writes ``metrics.json`` and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PRESET = "tiny"
+DEFAULT_OUTPUT = Path("runs/quickstart")
+DEFAULT_MINUTES = 8.0
+SECONDS_PER_MINUTE = 60.0
+PRESET_MINUTES = 8.0  # the tiny preset's train.max_steps is sized for 8 minutes on 2 CPU cores
+CALIBRATION_STEPS = 3  # timed training steps before the budget is fixed
+MIN_STEPS = 20
+EVALS_DURING_TRAINING = 4  # validation PQ points on the training curve (the last one included)
+WARMUP_FRACTION = 0.05  # warmup is capped at this fraction of a short budget
+HELDOUT_IMAGES = 6
+HELDOUT_STREAM = 2
+PICTURE_SCALE = 3  # pictures are drawn at 3x the scene size  # synthetic sample stream disjoint from train (0) and val (1)
+VAL_SPLIT = "val2017"
+EXIT_OK = 0
+EXIT_USAGE = 2
+PQ_AGREEMENT_TOLERANCE = 1e-9
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``quickstart`` subcommand."""
+    p = subparsers.add_parser(
+        "quickstart",
+        help="train + evaluate + predict on synthetic data in one command (about 8 minutes)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT, help="run folder")
+    p.add_argument(
+        "--minutes", type=float, default=DEFAULT_MINUTES,
+        help="training budget in minutes on a 2-core CPU (sets train.max_steps)",
+    )
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="config override on top of the tiny preset, e.g. --set train.lr=0.003 (repeatable)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="delete an existing quickstart run in --output-dir first",
+    )
+    p.add_argument(
+        "--no-calibrate", action="store_true",
+        help="do not time a few steps here; scale the preset's step budget by --minutes instead",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def measure_step_seconds(cfg: Any, *, steps: int = CALIBRATION_STEPS) -> tuple[float, float]:
+    """Time training steps and evaluation images of ``cfg`` on this machine, right now.
+
+    Runs one untimed warm-up step, then ``steps`` timed optimizer steps on real synthetic batches
+    (data preparation included, as in training with ``num_workers=0``), then one timed
+    evaluation batch (forward + panoptic merge).
+
+    Returns:
+        ``(seconds per training step, seconds per evaluated image)``.
+    """
+    import torch
+
+    from maskconver.build import (
+        build_criterion, build_eval_transforms, build_model, build_postprocessor,
+        build_target_generator, build_train_transforms, resolve_num_classes,
+    )
+    from maskconver.data.loader import TrainSampleDataset, collate_train
+    from maskconver.engine.data import build_dataset
+    from maskconver.engine.optim import build_optimizer
+    from maskconver.predictor import predict_samples
+
+    base = build_dataset(cfg, "train")
+    categories = base.categories
+    num_classes = resolve_num_classes(cfg, categories)
+    samples = TrainSampleDataset(
+        base, transforms=build_train_transforms(cfg),
+        target_generator=build_target_generator(cfg, categories, num_classes), seed=cfg.train.seed,
+    )
+    model = build_model(cfg.model, num_classes)
+    criterion = build_criterion(cfg)
+    optimizer = build_optimizer(cfg.train, model)
+    batch = cfg.train.batch_size
+    model.train()
+    timed = 0.0
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        images, targets = collate_train([samples[(step * batch + i) % len(samples)] for i in range(batch)])
+        losses = criterion(model(images, targets.center_indices, targets.classes), targets)
+        losses["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step > 0:  # the first step pays one-off allocation costs
+            timed += time.perf_counter() - start
+    model.eval()
+    transform = build_eval_transforms(cfg)
+    val = build_dataset(cfg, "val")
+    count = min(cfg.eval.batch_size, len(val))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        predict_samples(
+            model, build_postprocessor(cfg, categories, num_classes),
+            [transform(val[i]) for i in range(count)],
+        )
+    return timed / steps, (time.perf_counter() - start) / max(count, 1)
+
+
+def budget_steps(minutes: float, step_seconds: float, eval_seconds: float) -> int:
+    """Optimizer steps that fit in ``minutes``, with ``EVALS_DURING_TRAINING`` evaluations.
+
+    Args:
+        minutes: the training budget.
+        step_seconds: measured seconds per optimizer step.
+        eval_seconds: measured seconds of one full validation pass.
+    """
+    available = minutes * SECONDS_PER_MINUTE - EVALS_DURING_TRAINING * eval_seconds
+    return max(MIN_STEPS, int(available / step_seconds))
+
+
+def quickstart_config(minutes: float, overrides: list[str], *, calibrate: bool = True) -> Any:
+    """The tiny preset with a step budget for ``minutes`` (explicit overrides win).
+
+    With ``calibrate`` the step time is measured on this machine (a few seconds); otherwise the
+    preset's ``train.max_steps`` is scaled by ``minutes / PRESET_MINUTES``.
+    """
+    from maskconver.config import load_config
+
+    cfg = load_config(PRESET, overrides)
+    keys = {text.split("=", 1)[0].strip() for text in overrides}
+    train = cfg.train
+    if "train.max_steps" not in keys:
+        if calibrate:
+            step_seconds, image_seconds = measure_step_seconds(cfg)
+            eval_seconds = image_seconds * cfg.data.synthetic_val
+            steps = budget_steps(minutes, step_seconds, eval_seconds)
+            print(f"quickstart: measured {step_seconds:.2f} s per step and {eval_seconds:.1f} s "
+                  f"per evaluation here: {steps} steps fit in {minutes:g} minutes")
+        else:
+            steps = max(MIN_STEPS, round(train.max_steps * minutes / PRESET_MINUTES))
+        train = dataclasses.replace(train, max_steps=steps)
+    if "train.warmup_steps" not in keys:
+        cap = int(WARMUP_FRACTION * train.max_steps)
+        train = dataclasses.replace(train, warmup_steps=min(train.warmup_steps, cap))
+    if "train.eval_every" not in keys:
+        every = max(1, -(-train.max_steps // EVALS_DURING_TRAINING))
+        train = dataclasses.replace(train, eval_every=every)
+    if "train.ckpt_every" not in keys:
+        train = dataclasses.replace(train, ckpt_every=train.eval_every)
+    return dataclasses.replace(cfg, train=train)
+
+
+def _prepare_output(out: Path, overwrite: bool) -> str | None:
+    """None if ``out`` can be used, else an error message."""
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    ours = (out / "config.yaml").is_file() or (out / "checkpoints").is_dir()
+    if not overwrite:
+        return f"{out} is not empty; pass --overwrite to replace it or choose another --output-dir"
+    if not ours:
+        return f"{out} does not look like a maskconver run; refusing to delete it"
+    shutil.rmtree(out)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the whole quickstart; returns 0 on success, 2 on bad arguments."""
+    from maskconver.config import ConfigError
+
+    wall_start = time.perf_counter()
+    if args.minutes <= 0:
+        print(f"maskconver quickstart: error: --minutes must be > 0, got {args.minutes}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cfg = quickstart_config(
+            args.minutes, list(args.overrides), calibrate=not args.no_calibrate
+        )
+    except ConfigError as e:
+        print(f"maskconver quickstart: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if cfg.data.root is not None:
+        print("maskconver quickstart: error: the quickstart trains on synthetic data; "
+              "use `maskconver train --data-root` for a dataset", file=sys.stderr)
+        return EXIT_USAGE
+    out: Path = args.output_dir
+    problem = _prepare_output(out, args.overwrite)
+    if problem:
+        print(f"maskconver quickstart: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    progress = not args.no_progress
+    results = run_quickstart(cfg, out, progress=progress)
+    results["wall_time_s"] = time.perf_counter() - wall_start
+    (out / "metrics.json").write_text(json.dumps(results, indent=2))
+    print_summary(results, out)
+    return EXIT_OK
+
+
+def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train, evaluate (with saved predictions), predict held-out scenes and plot; returns metrics."""
+    from maskconver.data.coco_panoptic import CocoPanopticDataset, standard_paths
+    from maskconver.data.synthetic import write_synthetic_dataset
+    from maskconver.engine.checkpoint import load_model
+    from maskconver.engine.evaluate import evaluate_model
+    from maskconver.engine.plots import plot_training_curves
+    from maskconver.engine.train import train
+    from maskconver.evaluation.pq_files import evaluate_files
+
+    print(f"quickstart: training the '{PRESET}' preset for {cfg.train.max_steps} steps "
+          f"(batch {cfg.train.batch_size}, {cfg.augment.input_size[0]}px) into {out}")
+    summary = train(cfg, out, progress=progress)
+    best = out / "checkpoints" / "best"
+    checkpoint = best if best.is_dir() else Path(str(summary["checkpoint"]))
+
+    print("quickstart: writing the validation split in COCO panoptic format")
+    data_root = out / "data"
+    d = cfg.data
+    write_synthetic_dataset(
+        data_root, train=0, val=d.synthetic_val, seed=d.synthetic_seed,
+        min_size=d.synthetic_min_size, max_size=d.synthetic_max_size, image_format="png",
+        progress=progress,
+    )
+    model, run_cfg, categories, num_classes = load_model(checkpoint, use_ema=True)
+    dataset = CocoPanopticDataset(data_root, VAL_SPLIT, label_space=run_cfg.model.label_space)
+    pred_dir = out / "val_predictions"
+    metrics = evaluate_model(
+        model, dataset, cfg=run_cfg, categories=categories, num_classes=num_classes,
+        batch_size=run_cfg.eval.batch_size, progress=progress, save_dir=pred_dir,
+    )
+    _, gt_json, gt_dir = standard_paths(data_root, VAL_SPLIT)
+    files_metrics = evaluate_files(gt_json, gt_dir, pred_dir / "predictions.json", pred_dir / "panoptic")
+    files_pq = float(files_metrics["all"]["pq"])
+
+    pictures = draw_heldout_pictures(model, run_cfg, categories, num_classes, out)
+    curves = plot_training_curves(out / "metrics.jsonl", out / "training_curves.png")
+    return {
+        "pq": {split: metrics[split] for split in ("all", "things", "stuff")},
+        "per_class": metrics.get("per_class", {}),
+        "files_check": {
+            "pq": files_pq,
+            "agrees": abs(files_pq - float(metrics["all"]["pq"])) <= PQ_AGREEMENT_TOLERANCE,
+        },
+        "train": {
+            "steps": summary["steps"],
+            "batch_size": cfg.train.batch_size,
+            "input_size": list(cfg.augment.input_size),
+            "seconds": summary["train_seconds"],
+            "wall_time_s": summary["wall_time_s"],
+            "images_per_s": summary["images_per_s"],
+            "final_losses": summary["final_losses"],
+        },
+        "eval": {
+            "images": metrics["images"],
+            "seconds": metrics["seconds"],
+            "images_per_s": metrics["images"] / max(metrics["seconds"], 1e-9),
+        },
+        "paths": {
+            "checkpoint": str(checkpoint),
+            "val_data": str(data_root),
+            "val_predictions": str(pred_dir),
+            "pictures": str(pictures),
+            "training_curves": str(curves),
+            "metrics_jsonl": str(out / "metrics.jsonl"),
+        },
+    }
+
+
+def draw_heldout_pictures(
+    model: Any, cfg: Any, categories: Any, num_classes: int, out: Path
+) -> Path:
+    """Predict held-out synthetic scenes; save inputs, overlays and GT-vs-prediction pictures."""
+    from maskconver.build import build_eval_transforms, build_postprocessor
+    from maskconver.data.image_io import save_image
+    from maskconver.data.synthetic import SyntheticPanoptic
+    from maskconver.predictor import Predictor
+    from maskconver.visualize import overlay, side_by_side
+
+    d = cfg.data
+    heldout = SyntheticPanoptic(
+        HELDOUT_IMAGES, seed=d.synthetic_seed, min_size=d.synthetic_min_size,
+        max_size=d.synthetic_max_size, stream=HELDOUT_STREAM, label_space=cfg.model.label_space,
+    )
+    predictor = Predictor(
+        model, cfg=cfg, categories=categories,
+        postprocessor=build_postprocessor(cfg, categories, num_classes),
+        transform=build_eval_transforms(cfg),
+    )
+    samples = [heldout[i] for i in range(len(heldout))]
+    predictions = predictor.predict_batch([s.image for s in samples])
+    pictures = out / "pictures"
+    for index, (sample, pred) in enumerate(zip(samples, predictions)):
+        name = f"heldout_{index:02d}"
+        save_image(out / "heldout" / f"{name}.png", sample.image)
+        # the scenes are ~100-160 px: enlarge (nearest neighbour) so labels stay readable
+        image, gt, predicted = (_enlarge(a) for a in (sample.image, sample.panoptic, pred.panoptic))
+        save_image(pictures / f"{name}_overlay.jpg", overlay(image, predicted, pred.segments, categories))
+        save_image(
+            pictures / f"{name}_gt_vs_pred.jpg",
+            side_by_side(image, gt, sample.segments, predicted, pred.segments, categories),
+        )
+    return pictures
+
+
+def _enlarge(array: Any) -> Any:
+    """``[H, W, ...]`` -> ``[PICTURE_SCALE H, PICTURE_SCALE W, ...]`` by pixel repetition."""
+    return array.repeat(PICTURE_SCALE, axis=0).repeat(PICTURE_SCALE, axis=1)
+
+
+def _percent(value: float) -> str:
+    return f"{100.0 * value:5.1f}"
+
+
+def print_summary(results: dict[str, Any], out: Path) -> None:
+    """Print PQ/SQ/RQ (all/things/stuff), timing and where the files are."""
+    lines = ["", "quickstart finished", "", "           PQ     SQ     RQ   (synthetic val, %)"]
+    for split in ("all", "things", "stuff"):
+        m = results["pq"][split]
+        lines.append(f"  {split:<7} {_percent(m['pq'])}  {_percent(m['sq'])}  {_percent(m['rq'])}")
+    t, e, paths = results["train"], results["eval"], results["paths"]
+    check = results["files_check"]
+    lines += [
+        "",
+        f"  training: {t['steps']} steps in {t['seconds'] / 60:.1f} min ({t['images_per_s']:.1f} images/s)",
+        f"  evaluation: {e['images']} images in {e['seconds']:.1f} s ({e['images_per_s']:.1f} images/s);"
+        f" saved-file PQ {'agrees' if check['agrees'] else 'DIFFERS'} ({_percent(check['pq']).strip()})",
+        f"  wall time: {results['wall_time_s'] / 60:.1f} min",
+        "",
+        f"  checkpoint:       {paths['checkpoint']}",
+        f"  val predictions:  {paths['val_predictions']} (COCO panoptic, GT in {paths['val_data']})",
+        f"  pictures:         {paths['pictures']}/",
+        f"  training curves:  {paths['training_curves']}",
+        f"  metrics:          {out / 'metrics.json'}",
+        "",
+        "  next: maskconver predict --checkpoint "
+        f"{paths['checkpoint']} --input {out / 'heldout'} --output {out / 'predict'}",
+    ]
+    print("\n".join(lines))
