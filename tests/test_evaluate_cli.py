@@ -87,3 +87,22 @@ def test_mode_validation_is_an_argparse_error(
         cli.main(["evaluate", *argv])
     assert info.value.code == EXIT_BAD_INPUT
     assert message in capsys.readouterr().err
+
+
+def test_model_mode_calls_the_engine_with_the_parsed_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = pytest.importorskip("maskconver.engine.evaluate")
+    seen = {}
+
+    def fake(args: object) -> int:
+        seen["args"] = args
+        return 0
+
+    monkeypatch.setattr(engine, "evaluate_checkpoint", fake)
+    argv = ["evaluate", "--checkpoint", "ckpt", "--data-root", "data", "--max-images", "3",
+            "--batch-size", "2", "--output", "m.json"]
+    assert cli.main(argv) == 0
+    args = seen["args"]
+    assert (args.checkpoint, args.data_root, args.max_images, args.batch_size, args.output) == (
+        "ckpt", "data", 3, 2, "m.json"
+    )
+    assert args.split is None and args.save_predictions is None  # engine defaults apply

@@ -6,7 +6,7 @@ Two modes, exactly one per call:
   predictions with ``evaluate_files`` (panopticapi semantics), prints the table and writes the
   metrics JSON;
 * model: ``--checkpoint --data-root [--split] [--save-predictions] [--output] [--batch-size]
-  [--max-images]`` runs ``maskconver.engine.evaluate.evaluate_checkpoint(args)``.
+  [--max-images] [--device]`` runs ``maskconver.engine.evaluate.evaluate_checkpoint(args)``.
 
 Unreadable or malformed inputs print one ``error:`` line on stderr and exit with code 2.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 EXIT_BAD_INPUT = 2
 FILES_ARGS = ("gt_json", "gt_dir", "pred_json", "pred_dir")
 MODEL_ARGS = ("checkpoint", "data_root")
-MODEL_ONLY_ARGS = ("split", "save_predictions", "batch_size", "max_images")
+MODEL_ONLY_ARGS = ("split", "save_predictions", "batch_size", "max_images", "device")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--save-predictions", default=None, help="write predicted PNGs + JSON here")
     model.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
     model.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    model.add_argument("--device", default=None, help="torch device (default cpu), e.g. cuda")
     p.add_argument("--output", default=None, help="write the metrics JSON to this file")
     p.set_defaults(func=run, evaluate_parser=p)
 
