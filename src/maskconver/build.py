@@ -118,6 +118,11 @@ def _aspp(cfg: ModelConfig, backbone: Backbone) -> nn.Module:
     )
 
 
+def _fpn_max_level(cfg: ModelConfig) -> int:
+    """Single-scale models read one level, so the pyramid stops there (no unused outputs)."""
+    return cfg.decoder.max_level if cfg.multiscale else cfg.level
+
+
 def _maskconver_fpn(cfg: ModelConfig, backbone: Backbone) -> nn.Module:
     d = cfg.decoder
     return MaskConverFPN(
@@ -125,7 +130,7 @@ def _maskconver_fpn(cfg: ModelConfig, backbone: Backbone) -> nn.Module:
         backbone.strides,
         channels=d.channels,
         min_level=d.min_level,
-        max_level=d.max_level,
+        max_level=_fpn_max_level(cfg),
         fusion=d.fusion,
         separable=d.separable,
         kernel_size=d.kernel_size,
@@ -142,7 +147,7 @@ def _fpn(cfg: ModelConfig, backbone: Backbone) -> nn.Module:
         backbone.strides,
         channels=d.channels,
         min_level=d.min_level,
-        max_level=d.max_level,
+        max_level=_fpn_max_level(cfg),
         norm_layer=NORMS[d.norm](cfg),
         act_layer=get_act_layer(cfg.head.activation),
     )
@@ -213,7 +218,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
 
     Single-scale: centers, center embeddings and pixel embeddings at ``level``; with ASPP every
     head gets its own DeepLabv3+ sum-to-merge with the backbone map at that stride, with an FPN
-    decoder the level is selected. Multi-scale: center heads on decoder levels
+    decoder the level is selected (the pyramid is built up to ``level`` only, so
+    ``decoder.max_level`` is ignored). Multi-scale: center heads on decoder levels
     ``min_level..max_level`` (shared convs, per-level norms), pixel head on the pyramid fusion at
     ``pixel_level``. Loads ``backbone.weights`` when set and prints the load summary.
     """
@@ -349,7 +355,11 @@ def build_train_transforms(cfg: Config) -> Any:
 
 
 def build_copy_paste(cfg: Config, categories: CategorySet) -> Any | None:
-    """``PanopticCopyPaste`` when ``augment.copy_paste`` is on, else None."""
+    """``PanopticCopyPaste`` when ``augment.copy_paste`` is on, else None.
+
+    The pasted (second) image gets its own large scale jitter with the ``copy_paste_scale_*``
+    range (reference 2.8); the first image goes through ``build_train_transforms``.
+    """
     if not cfg.augment.copy_paste:
         return None
     from maskconver.data.copy_paste import PanopticCopyPaste

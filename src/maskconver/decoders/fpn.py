@@ -1,7 +1,8 @@
 """Plain FPN baseline (Model Garden ``fpn``, reference section 1.4 "Standard FPN").
 
-1x1 laterals, nearest top-down sum, 3x3 smoothing conv + norm per level, extra levels by stride-2
-3x3 convs (the activation is applied before the second and later extra levels).
+1x1 laterals on every backbone level from ``min_level`` up, nearest top-down sum, 3x3 smoothing
+conv + norm per output level, extra levels by stride-2 3x3 convs (the activation is applied
+before the second and later extra levels).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskconver.decoders.maskconver_fpn import backbone_level_indices
+from maskconver.decoders.maskconver_fpn import backbone_level_indices, output_plan
 from maskconver.layers.init import variance_scaling_init
 
 NormLayer = Callable[[int], nn.Module]
@@ -46,19 +47,19 @@ class FPN(nn.Module):
         act_layer: ActLayer,
     ) -> None:
         super().__init__()
-        self.input_indices = backbone_level_indices(in_strides, min_level, max_level)
-        top = min_level + len(self.input_indices) - 1
+        self.input_indices = backbone_level_indices(in_strides, min_level)
+        num_smoothed, num_extra = output_plan(len(self.input_indices), min_level, max_level)
         self.laterals = nn.ModuleList(nn.Conv2d(in_channels[i], channels, 1) for i in self.input_indices)
         self.smooth = nn.ModuleList(
             nn.Conv2d(channels, channels, SMOOTH_KERNEL, padding=SMOOTH_KERNEL // 2)
-            for _ in self.input_indices
+            for _ in range(num_smoothed)
         )
         self.extra = nn.ModuleList(
             nn.Conv2d(channels, channels, EXTRA_KERNEL, stride=2, padding=EXTRA_KERNEL // 2)
-            for _ in range(top + 1, max_level + 1)
+            for _ in range(num_extra)
         )
         self.extra_act = act_layer()
-        num_levels = len(self.input_indices) + len(self.extra)
+        num_levels = num_smoothed + num_extra
         self.norms = nn.ModuleList(norm_layer(channels) for _ in range(num_levels))
         self.channels = (channels,) * num_levels
         self.strides = tuple(2**level for level in range(min_level, min_level + num_levels))

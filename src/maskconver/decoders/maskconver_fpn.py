@@ -1,8 +1,8 @@
 """MaskConver FPN (reference section 1.4, ``MC/modeling/fpn.py``): the decoder after ResNet-UNet.
 
-Backbone levels ``min_level``..5 get lateral convs, a nearest top-down path fused by sum or
-concatenation (channels grow going down with concat), per-level smoothing convs, extra levels by
-stride-2 convs, and a final norm per level (LayerNorm by default) with no activation.
+Backbone levels ``min_level``..top (5) get lateral convs, a nearest top-down path fused by sum or
+concatenation (channels grow going down with concat), smoothing convs for the output levels,
+extra levels by stride-2 convs, and a final norm per level (LayerNorm by default), no activation.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
 
-def backbone_level_indices(in_strides: Sequence[int], min_level: int, max_level: int) -> list[int]:
-    """Indices of the backbone maps at strides ``2**min_level`` .. ``2**min(max_level, top)``.
+def backbone_level_indices(in_strides: Sequence[int], min_level: int) -> list[int]:
+    """Indices of the backbone maps at strides ``2**min_level`` up to the coarsest one.
 
     Raises:
         ValueError: if a needed level is missing (e.g. stride 8 for ``min_level=3``).
     """
-    top = min(max_level, max(in_strides).bit_length() - 1)
+    top = max(in_strides).bit_length() - 1
     indices = []
     for level in range(min_level, top + 1):
         if 2**level not in in_strides:
@@ -45,8 +45,20 @@ def backbone_level_indices(in_strides: Sequence[int], min_level: int, max_level:
             )
         indices.append(list(in_strides).index(2**level))
     if not indices:
-        raise ValueError(f"no backbone map between levels {min_level} and {max_level}")
+        raise ValueError(f"no backbone map at level {min_level} or above: strides {list(in_strides)}")
     return indices
+
+
+def output_plan(input_levels: int, min_level: int, max_level: int) -> tuple[int, int]:
+    """``(smoothed, extra)``: outputs taken from backbone levels and from stride-2 convs.
+
+    The top-down path always runs over every backbone level from ``min_level`` up, but only
+    levels ``min_level..max_level`` are smoothed and returned, so no parameter is left unused.
+    """
+    if max_level < min_level:
+        raise ValueError(f"decoder: max_level {max_level} < min_level {min_level}")
+    top = min_level + input_levels - 1
+    return min(max_level, top) - min_level + 1, max(0, max_level - top)
 
 
 def resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
@@ -98,8 +110,8 @@ class MaskConverFPN(nn.Module):
             raise ValueError(f"MaskConverFPN: fusion must be 'sum' or 'concat', got {fusion!r}")
         if norm not in ("ln", "bn"):
             raise ValueError(f"MaskConverFPN: norm must be 'ln' or 'bn', got {norm!r}")
-        self.input_indices = backbone_level_indices(in_strides, min_level, max_level)
-        top = min_level + len(self.input_indices) - 1
+        self.input_indices = backbone_level_indices(in_strides, min_level)
+        num_smoothed, num_extra = output_plan(len(self.input_indices), min_level, max_level)
         self.fusion = fusion
         self.laterals = nn.ModuleList(
             _conv(in_channels[i], channels, 1, 1, separable) for i in self.input_indices
@@ -112,12 +124,14 @@ class MaskConverFPN(nn.Module):
             fused.append(width)
         fused.reverse()
         smooth_kernel = kernel_size if separable else PLAIN_SMOOTH_KERNEL
-        self.smooth = nn.ModuleList(_conv(c, channels, smooth_kernel, 1, separable) for c in fused)
+        self.smooth = nn.ModuleList(
+            _conv(c, channels, smooth_kernel, 1, separable) for c in fused[:num_smoothed]
+        )
         self.extra = nn.ModuleList(
-            _conv(channels, channels, EXTRA_KERNEL, 2, separable) for _ in range(top + 1, max_level + 1)
+            _conv(channels, channels, EXTRA_KERNEL, 2, separable) for _ in range(num_extra)
         )
         self.extra_act = act_layer()
-        num_levels = len(self.input_indices) + len(self.extra)
+        num_levels = num_smoothed + num_extra
         if norm == "ln":
             norm_layer: NormLayer = partial(LayerNorm2d, eps=LN_EPS)
         else:

@@ -1,0 +1,180 @@
+"""``maskconver benchmark``: parameters, multiply-accumulates and latency of a model config.
+
+* ``params``: every parameter of the model (the network's learnable weights).
+* ``macs``: ``torch.utils.flop_counter.FlopCounterMode`` FLOPs / 2 for one eval-mode forward of a
+  single image (convolutions, matmuls, einsum; resizes, norms and activations are not counted),
+  measured on a ``meta``-device copy so counting costs no compute.
+* ``latency_ms``: median wall time of forward + panoptic post-processing under
+  ``torch.inference_mode`` (batch 1, random image), after warm-up runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from maskconver.build import build_model
+from maskconver.config import ConfigError, load_config
+from maskconver.model import MaskConver
+from maskconver.postprocess.panoptic import PanopticPostProcessor
+
+DEFAULT_NUM_CLASSES = 133  # COCO panoptic categories (contiguous label space)
+DEFAULT_RUNS = 20
+DEFAULT_WARMUP = 3
+PIXEL_MAX = 255.0
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``benchmark`` subcommand."""
+    p = subparsers.add_parser(
+        "benchmark",
+        help="parameters, MACs and latency of a preset or config file",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="preset name (see `maskconver config list`) or YAML path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. model.num_proposals=100 (repeatable)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input size (default: eval.input_size square)")
+    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs (0: skip latency)")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed warm-up runs")
+    p.add_argument("--num-classes", type=int, default=DEFAULT_NUM_CLASSES,
+                   help="classes when the config leaves model.num_classes unset")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="torch device for the latency runs")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Number of parameter elements."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: MaskConver, size: tuple[int, int]) -> int:
+    """Multiply-accumulates of one eval-mode forward of a ``[1, 3, H, W]`` image.
+
+    Counted on a ``meta``-device copy of ``model`` (shapes only), so it is fast at any size.
+    """
+    meta_model = copy.deepcopy(model).to("meta").eval()
+    images = torch.zeros(1, 3, *size, device="meta")
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        meta_model(images)
+    return counter.get_total_flops() // 2
+
+
+def dummy_postprocessor(num_classes: int, model: MaskConver) -> PanopticPostProcessor:
+    """A post-processor with every class mapped (id = index + 1), alternating thing/stuff."""
+    del model
+    return PanopticPostProcessor(
+        class_to_category=[i + 1 for i in range(num_classes)],
+        is_thing_class=[i % 2 == 0 for i in range(num_classes)],
+    )
+
+
+def measure_latency(
+    model: MaskConver,
+    postprocessor: PanopticPostProcessor,
+    size: tuple[int, int],
+    *,
+    runs: int,
+    warmup: int,
+    device: torch.device,
+) -> float:
+    """Median milliseconds of forward + post-processing for one random image."""
+    model = model.to(device).eval()
+    images = torch.rand(1, 3, *size, device=device) * PIXEL_MAX
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            outputs = model(images)
+            postprocessor(outputs, [size], [size], size)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def benchmark(
+    preset: str,
+    overrides: list[str],
+    *,
+    size: tuple[int, int] | None = None,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    num_classes: int = DEFAULT_NUM_CLASSES,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Build the config's model and measure it; returns the report dict."""
+    cfg = load_config(preset, overrides)
+    classes = cfg.model.num_classes if cfg.model.num_classes is not None else num_classes
+    hw = size or (cfg.eval.input_size, cfg.eval.input_size)
+    model = build_model(cfg.model, classes).eval()
+    report: dict[str, Any] = {
+        "preset": preset,
+        "size": list(hw),
+        "num_classes": classes,
+        "params": count_params(model),
+        "macs": count_macs(model, hw),
+        "threads": torch.get_num_threads(),
+        "device": device,
+    }
+    latency = None
+    if runs > 0:
+        latency = measure_latency(
+            model, dummy_postprocessor(classes, model), hw,
+            runs=runs, warmup=warmup, device=torch.device(device),
+        )
+    report["latency_ms"] = latency
+    report["runs"] = runs
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Human-readable two-column table."""
+    latency = report["latency_ms"]
+    rows = [
+        ("preset", str(report["preset"])),
+        ("input size", f"{report['size'][0]}x{report['size'][1]}"),
+        ("classes", str(report["num_classes"])),
+        ("params", f"{report['params'] / 1e6:.3f} M"),
+        ("MACs", f"{report['macs'] / 1e9:.3f} G"),
+        ("latency", "skipped" if latency is None else f"{latency:.2f} ms (median of {report['runs']})"),
+        ("device / threads", f"{report['device']} / {report['threads']}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    """CLI entry point."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.runs < 0 or args.warmup < 0:
+        print("benchmark: --runs and --warmup must be >= 0")
+        return EXIT_USAGE
+    try:
+        report = benchmark(
+            args.config, args.overrides,
+            size=tuple(args.size) if args.size else None,
+            runs=args.runs, warmup=args.warmup, num_classes=args.num_classes, device=args.device,
+        )
+    except ConfigError as e:
+        print(f"benchmark: {e}")
+        return EXIT_USAGE
+    print(json.dumps(report) if args.json else format_table(report))
+    return EXIT_OK

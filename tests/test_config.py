@@ -1,0 +1,104 @@
+"""Config: defaults, YAML round-trips, overrides, strict errors, and the ``config`` command."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import yaml
+
+from maskconver.commands import config_cmd
+from maskconver.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    dump_config,
+    list_presets,
+    load_config,
+    merge_overrides,
+    to_dict,
+)
+
+SHIPPED = ["mobilenet_mh_256", "mobilenet_mh_640", "resnet50_unet", "tiny"]
+
+
+def test_defaults_are_valid_and_equal_an_empty_file() -> None:
+    assert load_config() == Config()
+    assert config_from_dict({}) == Config()
+
+
+@pytest.mark.parametrize("name", [None, *SHIPPED])
+def test_yaml_round_trip(name: str | None) -> None:
+    cfg = load_config(name)
+    assert config_from_dict(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+def test_round_trip_through_a_file(tmp_path: object) -> None:
+    cfg = load_config("tiny", ["train.lr=0.123"])
+    path = tmp_path / "cfg.yaml"  # type: ignore[operator]
+    path.write_text(dump_config(cfg))
+    assert load_config(str(path)) == cfg
+
+
+def test_overrides_parse_yaml_values_and_nest() -> None:
+    cfg = load_config("tiny", ["train.lr=0.5", "model.decoder.dilation_rates=[1, 2]",
+                               "model.num_classes=9", "train.ema=false", "model.backbone.weights=null"])
+    assert cfg.train.lr == 0.5 and cfg.model.decoder.dilation_rates == [1, 2]
+    assert cfg.model.num_classes == 9 and cfg.train.ema is False
+    # the preset value is kept where not overridden
+    assert cfg.model.head.channels == load_config("tiny").model.head.channels
+    again = merge_overrides(cfg, ["train.lr=1"])
+    assert again.train.lr == 1.0 and isinstance(again.train.lr, float) and cfg.train.lr == 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.hed.channels=3", "unknown config key 'model.hed' \\(did you mean 'model.head'\\?\\)"),
+        ("train.lrr=3", "unknown config key 'train.lrr' \\(did you mean 'train.lr'\\?\\)"),
+        ("train.lr=fast", "train.lr: expected a number, got 'fast'"),
+        ("model.decoder.name=unet", "model.decoder.name: 'unet' is not one of"),
+        ("train.lr", "must look like section.key=value"),
+        ("model.num_proposals=0", "num_proposals must be >= 1"),
+    ],
+)
+def test_bad_overrides_are_named(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])
+
+
+def test_unknown_preset_hint() -> None:
+    with pytest.raises(ConfigError, match="unknown preset 'tinny' \\(did you mean 'tiny'\\?\\)"):
+        load_config("tinny")
+
+
+def test_every_shipped_preset_is_listed() -> None:
+    assert set(SHIPPED) <= set(list_presets())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    config_cmd.register(p.add_subparsers())
+    return p
+
+
+def test_config_show_prints_resolved_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["config", "show", "tiny", "--set", "train.lr=0.25"])
+    assert args.func(args) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown == to_dict(load_config("tiny", ["train.lr=0.25"]))
+    assert shown["train"]["lr"] == 0.25
+
+
+def test_config_show_bad_key_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["config", "show", "tiny", "--set", "model.hed=1"])
+    assert args.func(args) == 2
+    assert "did you mean 'model.head'" in capsys.readouterr().err
+
+
+def test_config_list(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["config", "list"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_presets()
+    assert any(line.startswith("mobilenet_mh_256") and "29.7 PQ" in line for line in lines)
