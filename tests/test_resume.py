@@ -12,7 +12,7 @@ from torch import nn
 
 import maskconver.engine.train as train_module
 from maskconver.config import Config, load_config
-from maskconver.engine.checkpoint import latest_checkpoint, load_checkpoint
+from maskconver.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from maskconver.engine.logging import read_metrics
 from maskconver.engine.train import NonFiniteLossError, train
 
@@ -88,10 +88,12 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     assert (full / "config.yaml").is_file()
 
 
-def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
+def test_fresh_run_refuses_checkpoints_and_resume_refuses_another_model(tmp_path: Path) -> None:
     train(_cfg("train.max_steps=1", "train.ema=false"), tmp_path, progress=False, stop_at=1)
     with pytest.raises(FileExistsError, match="--resume"):
         train(_cfg("train.max_steps=1"), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="step_000001.*do not fit"):
+        train(_cfg("train.max_steps=2", "model.embedding_dim=16"), tmp_path, resume=True, progress=False)
 
 
 class _NaNAfter(nn.Module):

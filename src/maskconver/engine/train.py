@@ -41,6 +41,7 @@ from maskconver.data.loader import StepSampler, TrainSampleDataset, build_train_
 from maskconver.engine import distributed as dist_utils
 from maskconver.engine.checkpoint import (
     CHECKPOINT_DIR,
+    CheckpointError,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -207,7 +208,13 @@ def train(
         checkpoint = latest_checkpoint(output_dir) if resume else None
         if checkpoint is not None:
             loaded = load_checkpoint(checkpoint, map_location=str(device))
-            model.load_state_dict(loaded.model_state)
+            try:
+                model.load_state_dict(loaded.model_state)
+            except RuntimeError as e:
+                raise CheckpointError(
+                    f"cannot resume from {checkpoint}: its weights do not fit the configured "
+                    f"model (was the model config changed?): {e}"
+                ) from e
             if ema is not None and loaded.ema_state is not None:
                 ema.load_state_dict(loaded.ema_state)
             elif ema is not None:  # EMA switched on mid-run: start it from the weights
