@@ -26,7 +26,7 @@ reduces it with a single ``all_reduce(SUM)`` and ``load_state``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -248,11 +248,11 @@ class PanopticQuality:
         }
 
 
-def _average(scores: object) -> dict[str, float | int]:
+def _average(scores: Iterable[tuple[bool, float, float, float]]) -> dict[str, float | int]:
     """Mean PQ/SQ/RQ over ``(isthing, pq, sq, rq)`` tuples, summed in order as panopticapi."""
     pq = sq = rq = 0.0
     n = 0
-    for _, p, s, r in scores:  # type: ignore[attr-defined]
+    for _, p, s, r in scores:
         pq, sq, rq, n = pq + p, sq + s, rq + r, n + 1
     if n == 0:
         return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}
