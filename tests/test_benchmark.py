@@ -18,8 +18,24 @@ def run_cli(argv: list[str]) -> int:
 
 
 def test_json_report_tiny(capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_cli(["--config", "tiny", "--size", "64", "96", "--runs", "1", "--warmup", "0",
-                    "--num-classes", "5", "--threads", "1", "--json"])
+    code = run_cli(
+        [
+            "--config",
+            "tiny",
+            "--size",
+            "64",
+            "96",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--num-classes",
+            "5",
+            "--threads",
+            "1",
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["preset"] == "tiny" and report["size"] == [64, 96] and report["threads"] == 1

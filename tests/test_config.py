@@ -41,8 +41,16 @@ def test_round_trip_through_a_file(tmp_path: object) -> None:
 
 
 def test_overrides_parse_yaml_values_and_nest() -> None:
-    cfg = load_config("tiny", ["train.lr=0.5", "model.decoder.dilation_rates=[1, 2]",
-                               "model.num_classes=9", "train.ema=false", "model.backbone.weights=null"])
+    cfg = load_config(
+        "tiny",
+        [
+            "train.lr=0.5",
+            "model.decoder.dilation_rates=[1, 2]",
+            "model.num_classes=9",
+            "train.ema=false",
+            "model.backbone.weights=null",
+        ],
+    )
     assert cfg.train.lr == 0.5 and cfg.model.decoder.dilation_rates == [1, 2]
     assert cfg.model.num_classes == 9 and cfg.train.ema is False
     # the preset value is kept where not overridden
@@ -54,7 +62,10 @@ def test_overrides_parse_yaml_values_and_nest() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.hed.channels=3", "unknown config key 'model.hed' \\(did you mean 'model.head'\\?\\)"),
+        (
+            "model.hed.channels=3",
+            "unknown config key 'model.hed' \\(did you mean 'model.head'\\?\\)",
+        ),
         ("train.lrr=3", "unknown config key 'train.lrr' \\(did you mean 'train.lr'\\?\\)"),
         ("train.lr=fast", "train.lr: expected a number, got 'fast'"),
         ("model.decoder.name=unet", "model.decoder.name: 'unet' is not one of"),

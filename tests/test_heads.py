@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from maskconver.heads import LightHead, MaskEmbeddingGenerator, PyramidFusion, SelectLevels, SumToMerge
+from maskconver.heads import (
+    LightHead,
+    MaskEmbeddingGenerator,
+    PyramidFusion,
+    SelectLevels,
+    SumToMerge,
+)
 from maskconver.layers.norm import LayerNorm2d
 
 BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
@@ -21,8 +27,14 @@ BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
 
 def test_sum_to_merge_adds_upsampled_decoder_to_projected_low_level() -> None:
     # identity projection (conv = I, no norm/act) makes the output backbone[low] + resize(decoder)
-    fusion = SumToMerge(4, low_index=1, high_index=0, channels=4, norm_layer=lambda c: nn.Identity(),
-                        act_layer=nn.Identity)
+    fusion = SumToMerge(
+        4,
+        low_index=1,
+        high_index=0,
+        channels=4,
+        norm_layer=lambda c: nn.Identity(),
+        act_layer=nn.Identity,
+    )
     with torch.no_grad():
         fusion.project[0].weight.copy_(torch.eye(4).view(4, 4, 1, 1))
     low = torch.randn(2, 4, 9, 7)
@@ -43,7 +55,11 @@ def test_sum_to_merge_channel_mismatch_and_bad_index_are_named() -> None:
 
 def test_pyramid_fusion_sums_every_level_at_target_size() -> None:
     backbone = [torch.zeros(1, 2, 17, 13), torch.zeros(1, 2, 9, 7)]
-    decoder = [torch.full((1, 5, 9, 7), 1.0), torch.full((1, 5, 5, 4), 2.0), torch.full((1, 5, 1, 1), 4.0)]
+    decoder = [
+        torch.full((1, 5, 9, 7), 1.0),
+        torch.full((1, 5, 5, 4), 2.0),
+        torch.full((1, 5, 1, 1), 4.0),
+    ]
     (out,) = PyramidFusion(target_index=0)(backbone, decoder)
     assert out.shape == (1, 5, 17, 13)
     torch.testing.assert_close(out, torch.full_like(out, 7.0))
@@ -73,8 +89,16 @@ def head_params(in_ch: int, out_ch: int, ch: int, convs: int, k: int, levels: in
 
 @pytest.mark.parametrize("levels", [1, 3])
 def test_light_head_shapes_shared_convs_per_level_norms(levels: int) -> None:
-    head = LightHead(6, 5, channels=8, num_convs=2, kernel_size=7, num_levels=levels,
-                     norm_layer=BN, act_layer=nn.ReLU)
+    head = LightHead(
+        6,
+        5,
+        channels=8,
+        num_convs=2,
+        kernel_size=7,
+        num_levels=levels,
+        norm_layer=BN,
+        act_layer=nn.ReLU,
+    )
     assert sum(p.numel() for p in head.parameters()) == head_params(6, 5, 8, 2, 7, levels)
     inputs = [torch.randn(2, 6, 9 - 2 * i, 7 - 2 * i) for i in range(levels)]
     outs = head(inputs)
@@ -86,8 +110,9 @@ def test_light_head_shapes_shared_convs_per_level_norms(levels: int) -> None:
 
 
 def test_light_head_dense_variant_and_bad_kernel() -> None:
-    head = LightHead(6, 5, channels=8, num_convs=2, kernel_size=0, norm_layer=LayerNorm2d,
-                     act_layer=nn.GELU)
+    head = LightHead(
+        6, 5, channels=8, num_convs=2, kernel_size=0, norm_layer=LayerNorm2d, act_layer=nn.GELU
+    )
     # two dense 3x3 convs (no bias) + LN (2 * 8 each) + classifier 8*5+5
     assert sum(p.numel() for p in head.parameters()) == 6 * 8 * 9 + 8 * 8 * 9 + 2 * 16 + 45
     assert head([torch.randn(1, 6, 5, 5)])[0].shape == (1, 5, 5, 5)
@@ -97,8 +122,16 @@ def test_light_head_dense_variant_and_bad_kernel() -> None:
 
 def test_light_head_init() -> None:
     torch.manual_seed(0)
-    head = LightHead(256, 201, channels=256, num_convs=1, kernel_size=7, norm_layer=BN,
-                     act_layer=nn.ReLU, prior_prob=0.1)
+    head = LightHead(
+        256,
+        201,
+        channels=256,
+        num_convs=1,
+        kernel_size=7,
+        norm_layer=BN,
+        act_layer=nn.ReLU,
+        prior_prob=0.1,
+    )
     # prior 0.1 -> bias -log(0.9 / 0.1) = -log 9 = -2.1972 (the reference's "-2.19")
     torch.testing.assert_close(head.classifier.bias, torch.full((201,), -math.log(9.0)))
     assert head.classifier.weight.std().item() == pytest.approx(0.01, rel=0.15)
@@ -112,8 +145,9 @@ def test_light_head_init() -> None:
 # MaskEmbeddingGenerator
 
 
-def naive(gen: MaskEmbeddingGenerator, centers: torch.Tensor, classes: torch.Tensor,
-          pixels: torch.Tensor) -> torch.Tensor:
+def naive(
+    gen: MaskEmbeddingGenerator, centers: torch.Tensor, classes: torch.Tensor, pixels: torch.Tensor
+) -> torch.Tensor:
     """Per-slot, per-pixel python loops over the same weights."""
     b_n, k_n, e_n = centers.shape
     _, _, h_n, w_n = pixels.shape
@@ -137,7 +171,13 @@ def naive(gen: MaskEmbeddingGenerator, centers: torch.Tensor, classes: torch.Ten
 @pytest.mark.parametrize("fusion", ["mul", "add"])
 def test_mask_embedding_matches_naive_loops_on_2x2(fusion: str) -> None:
     torch.manual_seed(1)
-    gen = MaskEmbeddingGenerator(3, 4, hidden_dim=6, fusion=fusion, act_layer=nn.ReLU)  # type: ignore[arg-type]
+    gen = MaskEmbeddingGenerator(
+        3,
+        4,
+        hidden_dim=6,
+        fusion=fusion,
+        act_layer=nn.ReLU,  # type: ignore[arg-type]
+    )
     centers = torch.randn(2, 3, 4)
     classes = torch.tensor([[0, 2, -1], [1, 1, 2]])  # -1 (padding) uses class 0
     pixels = torch.randn(2, 4, 2, 2)
@@ -159,7 +199,15 @@ def test_mask_embedding_init_and_bad_fusion() -> None:
     w = gen.class_embedding.weight
     assert w.abs().max() <= 0.05 and w.std().item() == pytest.approx(0.1 / math.sqrt(12), rel=0.05)
     # Glorot uniform limit sqrt(6 / (256 + 256)) -> std = limit / sqrt(3)
-    assert gen.mlp[0].weight.std().item() == pytest.approx(math.sqrt(6 / 512) / math.sqrt(3), rel=0.05)
+    assert gen.mlp[0].weight.std().item() == pytest.approx(
+        math.sqrt(6 / 512) / math.sqrt(3), rel=0.05
+    )
     assert gen.mlp[1].eps == 1e-6
     with pytest.raises(ValueError, match="fusion must be 'mul' or 'add', got 'cat'"):
-        MaskEmbeddingGenerator(3, 4, hidden_dim=4, fusion="cat", act_layer=nn.ReLU)  # type: ignore[arg-type]
+        MaskEmbeddingGenerator(
+            3,
+            4,
+            hidden_dim=4,
+            fusion="cat",
+            act_layer=nn.ReLU,  # type: ignore[arg-type]
+        )

@@ -21,11 +21,20 @@ NUM_CLASSES = 7
 BATCH = 2
 
 # name -> (preset, overrides, input size); heavy parts shrunk so the whole file stays fast
-SMALL_HEADS = ["model.head.channels=32", "model.head.num_convs=1", "model.embedding_dim=16",
-               "model.mlp_hidden=32"]
-SMALL_UNET = ["model.num_classes=null", "model.backbone.unet_repeats=[1,1,1]",
-              "model.backbone.unet_channels=[32,32,32]", "model.decoder.channels=32",
-              "model.num_proposals=30", *SMALL_HEADS]
+SMALL_HEADS = [
+    "model.head.channels=32",
+    "model.head.num_convs=1",
+    "model.embedding_dim=16",
+    "model.mlp_hidden=32",
+]
+SMALL_UNET = [
+    "model.num_classes=null",
+    "model.backbone.unet_repeats=[1,1,1]",
+    "model.backbone.unet_channels=[32,32,32]",
+    "model.decoder.channels=32",
+    "model.num_proposals=30",
+    *SMALL_HEADS,
+]
 CASES: dict[str, tuple[str, list[str], tuple[int, int]]] = {
     "tiny": ("tiny", [], (129, 97)),
     "mobilenet_mh_256": ("mobilenet_mh_256", ["model.num_classes=null"], (65, 63)),
@@ -34,17 +43,34 @@ CASES: dict[str, tuple[str, list[str], tuple[int, int]]] = {
     "tiny+fpn": ("tiny", ["model.decoder.name=fpn"], (129, 97)),
     "tiny+maskconver_fpn+multiscale": (
         "tiny",
-        ["model.decoder.name=maskconver_fpn", "model.decoder.channels=32", "model.decoder.fusion=concat",
-         "model.decoder.separable=true", "model.decoder.norm=ln", "model.multiscale=true",
-         "model.head.norm=ln", "model.fusion=add", "targets.level_low=[0,1,2,3,4]",
-         "targets.level_high=[1,2,3,4,5]", *SMALL_HEADS],
+        [
+            "model.decoder.name=maskconver_fpn",
+            "model.decoder.channels=32",
+            "model.decoder.fusion=concat",
+            "model.decoder.separable=true",
+            "model.decoder.norm=ln",
+            "model.multiscale=true",
+            "model.head.norm=ln",
+            "model.fusion=add",
+            "targets.level_low=[0,1,2,3,4]",
+            "targets.level_high=[1,2,3,4,5]",
+            *SMALL_HEADS,
+        ],
         (129, 97),
     ),
     "tiny+fpn+multiscale": (
         "tiny",
-        ["model.decoder.name=fpn", "model.decoder.channels=32", "model.multiscale=true",
-         "model.min_level=3", "model.max_level=5", "model.decoder.max_level=5",
-         "targets.level_low=[0,1,2]", "targets.level_high=[1,2,3]", *SMALL_HEADS],
+        [
+            "model.decoder.name=fpn",
+            "model.decoder.channels=32",
+            "model.multiscale=true",
+            "model.min_level=3",
+            "model.max_level=5",
+            "model.decoder.max_level=5",
+            "targets.level_low=[0,1,2]",
+            "targets.level_high=[1,2,3]",
+            *SMALL_HEADS,
+        ],
         (97, 129),
     ),
     "mobilenetv3_large+aspp": ("tiny", ["model.backbone.name=mobilenetv3_large"], (65, 63)),
@@ -56,7 +82,9 @@ SLOW_CASES: dict[str, tuple[str, list[str], tuple[int, int]]] = {
         (128, 128),
     ),
     "resnet50+fpn": (
-        "tiny", ["model.backbone.name=resnet50", "model.decoder.name=fpn", *SMALL_HEADS], (97, 65)
+        "tiny",
+        ["model.backbone.name=resnet50", "model.decoder.name=fpn", *SMALL_HEADS],
+        (97, 65),
     ),
 }
 ALL_CASES = {**CASES, **SLOW_CASES}
@@ -142,9 +170,17 @@ def test_single_scale_mask_resolution_is_stride_8() -> None:
 
 
 def test_multiscale_levels_and_stride_4_masks() -> None:
-    out = case_model("tiny+maskconver_fpn+multiscale").eval()(images_for("tiny+maskconver_fpn+multiscale"))
+    out = case_model("tiny+maskconver_fpn+multiscale").eval()(
+        images_for("tiny+maskconver_fpn+multiscale")
+    )
     # levels 3..7 of a 129x97 input: 17x13, 9x7, 5x4, 3x2, 2x1; masks at stride 4: 33x25
-    assert [tuple(x.shape[-2:]) for x in out.center_logits] == [(17, 13), (9, 7), (5, 4), (3, 2), (2, 1)]
+    assert [tuple(x.shape[-2:]) for x in out.center_logits] == [
+        (17, 13),
+        (9, 7),
+        (5, 4),
+        (3, 2),
+        (2, 1),
+    ]
     assert out.mask_logits.shape[-2:] == (33, 25)
 
 

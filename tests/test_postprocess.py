@@ -48,7 +48,9 @@ def test_find_peaks_planted_ties_borders_and_k_beyond_peaks() -> None:
     # 7 peaks exist; ask for 9 so the last two are zero-score fillers.
     scores, classes, indices = find_peaks(planted_levels(), 9)
     assert scores.shape == classes.shape == indices.shape == (1, 9)
-    got = [(round(s, 5), int(c), int(i)) for s, c, i in zip(scores[0].tolist(), classes[0], indices[0])]
+    got = [
+        (round(s, 5), int(c), int(i)) for s, c, i in zip(scores[0].tolist(), classes[0], indices[0])
+    ]
     expected_sorted = [
         (round(sig(3.0), 5), 1, 0),  # corner peak, class 1
         (round(sig(2.0), 5), 0, 6),  # (1,1) -> 1*5+1
@@ -108,10 +110,13 @@ H, W = 4, 10  # 40-pixel canvas
 
 
 def processor(**kw: object) -> PanopticPostProcessor:
-    args: dict[str, object] = dict(
-        class_to_category=CATEGORIES, is_thing_class=THINGS, object_threshold=0.01,
-        overlap_threshold=0.7, min_area=0,
-    )
+    args: dict[str, object] = {
+        "class_to_category": CATEGORIES,
+        "is_thing_class": THINGS,
+        "object_threshold": 0.01,
+        "overlap_threshold": 0.7,
+        "min_area": 0,
+    }
     args.update(kw)
     return PanopticPostProcessor(**args)  # type: ignore[arg-type]
 
@@ -166,13 +171,18 @@ def test_reference_object_threshold_and_no_background_threshold() -> None:
 
 def test_stuff_of_one_class_merges_things_stay_separate() -> None:
     # four column bands of 10 px: thing class 0 twice, stuff class 2 twice
-    probs = torch.stack([columns(0.9, 0, 1), columns(0.9, 2, 4), columns(0.9, 5, 7), columns(0.9, 8, 9)])
+    probs = torch.stack(
+        [columns(0.9, 0, 1), columns(0.9, 2, 4), columns(0.9, 5, 7), columns(0.9, 8, 9)]
+    )
     scores = torch.tensor([0.5, 0.9, 0.6, 0.7])
     classes = torch.tensor([0, 2, 0, 2])
     pred = processor().merge_probabilities(probs, scores, classes)
-    # ids follow descending score: stuff(0.9) -> 1, stuff(0.7) joins 1, thing(0.6) -> 2, thing(0.5) -> 3
+    # ids follow descending score:
+    # stuff(0.9) -> 1, stuff(0.7) joins 1, thing(0.6) -> 2, thing(0.5) -> 3
     assert [(s.id, s.category_id, s.isthing) for s in pred.segments] == [
-        (1, 33, False), (2, 11, True), (3, 11, True)
+        (1, 33, False),
+        (2, 11, True),
+        (3, 11, True),
     ]
     assert pred.segments[0].score == pytest.approx(0.9)
     assert [s.area for s in pred.segments] == [4 * 5, 4 * 3, 4 * 2]
@@ -237,8 +247,10 @@ def test_merge_speed_k50_640() -> None:
     rng = torch.Generator().manual_seed(0)
     logits = torch.randn(1, 50, 80, 80, generator=rng) * 4
     out = MaskConverOutput(
-        center_logits=(torch.zeros(1, 3, 80, 80),), mask_logits=logits,
-        scores=torch.rand(1, 50, generator=rng), classes=torch.randint(0, 3, (1, 50), generator=rng),
+        center_logits=(torch.zeros(1, 3, 80, 80),),
+        mask_logits=logits,
+        scores=torch.rand(1, 50, generator=rng),
+        classes=torch.randint(0, 3, (1, 50), generator=rng),
         center_indices=torch.zeros(1, 50, dtype=torch.int64),
     )
     start = time.perf_counter()

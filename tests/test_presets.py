@@ -15,11 +15,17 @@ from maskconver.heads import PyramidFusion, SelectLevels, SumToMerge
 
 def coco_like(label_space: str) -> CategorySet:
     """Thing ids 1 and 90, stuff id 200 (the largest raw COCO panoptic id)."""
-    cats = [Category(1, "person", True), Category(90, "toothbrush", True), Category(200, "rug", False)]
+    cats = [
+        Category(1, "person", True),
+        Category(90, "toothbrush", True),
+        Category(200, "rug", False),
+    ]
     return CategorySet(cats, label_space)
 
 
-def meta_model(name: str, num_classes: int = 201, overrides: list[str] | None = None) -> torch.nn.Module:
+def meta_model(
+    name: str, num_classes: int = 201, overrides: list[str] | None = None
+) -> torch.nn.Module:
     """Build on the meta device: shapes and counts only, no weight initialisation cost."""
     with torch.device("meta"):
         return build.build_model(load_config(name, overrides).model, num_classes)
@@ -54,24 +60,70 @@ def test_tiny_is_small() -> None:
 @pytest.mark.parametrize(("name", "size"), [("mobilenet_mh_256", 256), ("mobilenet_mh_640", 640)])
 def test_mobilenet_presets_follow_reference_section_6(name: str, size: int) -> None:
     cfg = load_config(name)
-    m, t, loss, post, aug, tr = cfg.model, cfg.targets, cfg.loss, cfg.postprocess, cfg.augment, cfg.train
+    m, t, loss, post, aug, tr = (
+        cfg.model,
+        cfg.targets,
+        cfg.loss,
+        cfg.postprocess,
+        cfg.augment,
+        cfg.train,
+    )
     assert (m.num_classes, m.label_space, m.backbone.name, m.backbone.output_stride) == (
-        201, "raw_ids", "mobilenet_mh", 16)
+        201,
+        "raw_ids",
+        "mobilenet_mh",
+        16,
+    )
     assert (m.decoder.name, m.decoder.channels, m.decoder.dilation_rates, m.decoder.depthwise) == (
-        "aspp", 256, [6, 12, 18], True)
-    assert (m.head.channels, m.head.num_convs, m.head.kernel_size, m.head.norm, m.head.activation) == (
-        256, 2, 7, "bn", "relu")
+        "aspp",
+        256,
+        [6, 12, 18],
+        True,
+    )
+    assert (
+        m.head.channels,
+        m.head.num_convs,
+        m.head.kernel_size,
+        m.head.norm,
+        m.head.activation,
+    ) == (256, 2, 7, "bn", "relu")
     assert (m.embedding_dim, m.mlp_hidden, m.mlp_activation, m.fusion, m.multiscale, m.level) == (
-        256, 256, "relu", "mul", False, 3)
+        256,
+        256,
+        "relu",
+        "mul",
+        False,
+        3,
+    )
     assert (m.num_proposals, m.bn_eps, m.bn_momentum) == (50, 1e-3, 0.01)
-    assert (t.thing_center, t.stuff_center, t.max_stuff_centers, t.min_stuff_area) == ("box", "island", 1, 1024)
+    assert (t.thing_center, t.stuff_center, t.max_stuff_centers, t.min_stuff_area) == (
+        "box",
+        "island",
+        1,
+        1024,
+    )
     assert (t.gaussian_iou, t.mask_stride, t.stuff_dilation) == (0.7, 1, 61)
     assert (loss.center_weight, loss.bce_weight, loss.dice_weight) == (1.0, 5.0, 5.0)
     assert (post.merge, post.object_threshold, post.overlap_threshold, post.min_area) == (
-        "reference", 0.01, 0.7, 256)
+        "reference",
+        0.01,
+        0.7,
+        256,
+    )
     assert (aug.input_size, aug.scale_min, aug.scale_max, aug.hflip, aug.copy_paste) == (
-        [size, size], 0.1, 1.9, True, False)
-    assert (tr.optimizer, tr.lr, tr.momentum, tr.weight_decay, tr.batch_size) == ("sgd", 0.04, 0.9, 1e-5, 64)
+        [size, size],
+        0.1,
+        1.9,
+        True,
+        False,
+    )
+    assert (tr.optimizer, tr.lr, tr.momentum, tr.weight_decay, tr.batch_size) == (
+        "sgd",
+        0.04,
+        0.9,
+        1e-5,
+        64,
+    )
     assert (tr.max_steps, tr.warmup_steps, tr.ema, tr.grad_clip) == (500_000, 2000, False, 0.0)
     assert cfg.eval.input_size == size
 
@@ -79,16 +131,34 @@ def test_mobilenet_presets_follow_reference_section_6(name: str, size: int) -> N
 def test_resnet50_unet_preset_follows_reference() -> None:
     cfg = load_config("resnet50_unet")
     m, b, d, h = cfg.model, cfg.model.backbone, cfg.model.decoder, cfg.model.head
-    assert (b.name, b.activation, b.frozen_bn, b.drop_path_rate) == ("resnet50_unet", "gelu", True, 0.1)
+    assert (b.name, b.activation, b.frozen_bn, b.drop_path_rate) == (
+        "resnet50_unet",
+        "gelu",
+        True,
+        0.1,
+    )
     assert (b.unet_channels, b.unet_repeats, b.unet_se_ratio) == ([384] * 3, [18, 1, 1], 0.0625)
     assert (d.name, d.fusion, d.separable, d.kernel_size, d.norm, d.min_level, d.max_level) == (
-        "maskconver_fpn", "concat", True, 7, "ln", 3, 7)
+        "maskconver_fpn",
+        "concat",
+        True,
+        7,
+        "ln",
+        3,
+        7,
+    )
     assert (h.num_convs, h.kernel_size, h.norm, h.activation) == (4, 7, "ln", "gelu")
     assert (m.multiscale, m.min_level, m.max_level, m.pixel_level) == (True, 3, 7, 2)
     assert (m.mlp_hidden, m.mlp_activation, m.fusion, m.num_proposals) == (1024, "gelu", "add", 256)
     t = cfg.targets
     assert (t.thing_center, t.stuff_center) == ("mass", "mass")
-    assert list(zip(t.level_low, t.level_high)) == [(0, 100), (100, 200), (200, 400), (400, 800), (800, 1e7)]
+    assert list(zip(t.level_low, t.level_high)) == [
+        (0, 100),
+        (100, 200),
+        (200, 400),
+        (400, 800),
+        (800, 1e7),
+    ]
     assert (cfg.loss.bce_weight, cfg.loss.dice_weight) == (10.0, 10.0)
     p = cfg.postprocess
     assert (p.object_threshold, p.overlap_threshold, p.min_area) == (0.2, 0.75, 16)
@@ -97,7 +167,13 @@ def test_resnet50_unet_preset_follows_reference() -> None:
     assert (a.copy_paste_scale_min, a.copy_paste_scale_max) == (0.025, 1.5)
     tr = cfg.train
     assert (tr.optimizer, tr.lr, tr.weight_decay, tr.grad_clip, tr.ema, tr.ema_decay) == (
-        "adamw", 1e-3, 0.05, 1.0, True, 0.99996)
+        "adamw",
+        1e-3,
+        0.05,
+        1.0,
+        True,
+        0.99996,
+    )
     assert (tr.batch_size, tr.max_steps, tr.warmup_steps) == (128, 270_000, 500)
 
 
@@ -108,7 +184,13 @@ def test_model_wiring_per_family() -> None:
     assert len({id(f) for f in fusions}) == 3  # three independent fusions
     assert single.mask_embedding.fusion == "mul"
     multi = meta_model("resnet50_unet")
-    assert isinstance(multi.center_fusion, SelectLevels) and multi.center_fusion.indices == (0, 1, 2, 3, 4)
+    assert isinstance(multi.center_fusion, SelectLevels) and multi.center_fusion.indices == (
+        0,
+        1,
+        2,
+        3,
+        4,
+    )
     assert isinstance(multi.pixel_fusion, PyramidFusion) and multi.pixel_fusion.target_index == 0
     assert multi.center_head.num_levels == 5 and multi.pixel_head.num_levels == 1
     assert multi.mask_embedding.fusion == "add" and multi.mask_embedding.mlp[0].out_features == 1024
@@ -123,7 +205,8 @@ def sample(h: int = 40, w: int = 60) -> PanopticSample:
     pan[:20, :30] = 1
     pan[20:, :] = 2
     return PanopticSample(
-        image=np.full((h, w, 3), 128, np.uint8), panoptic=pan,
+        image=np.full((h, w, 3), 128, np.uint8),
+        panoptic=pan,
         segments=[SegmentInfo(1, 1, isthing=True), SegmentInfo(2, 200, isthing=False)],
     )
 
@@ -139,7 +222,9 @@ def test_every_preset_builds_every_piece(name: str) -> None:
     assert build.build_criterion(cfg) is not None
     post = build.build_postprocessor(cfg, cats, num_classes)
     assert post.class_to_category[cats.index(200)] == 200
-    assert bool(post.is_thing_class[cats.index(90)]) and not bool(post.is_thing_class[cats.index(200)])
+    assert bool(post.is_thing_class[cats.index(90)]) and not bool(
+        post.is_thing_class[cats.index(200)]
+    )
     rng = np.random.default_rng(0)
     train_sample = build.build_train_transforms(cfg)(sample(), rng)
     assert train_sample.panoptic.shape == tuple(cfg.augment.input_size)
@@ -156,21 +241,34 @@ def test_resolve_num_classes() -> None:
     contiguous = coco_like("contiguous")
     assert build.resolve_num_classes(load_config("tiny"), contiguous) == 3
     assert build.resolve_num_classes(load_config("mobilenet_mh_256"), coco_like("raw_ids")) == 201
-    with pytest.raises(ConfigError, match="model.num_classes=150 is too small.*'raw_ids'.*needs 201"):
-        build.resolve_num_classes(load_config("tiny", ["model.num_classes=150"]), coco_like("raw_ids"))
+    with pytest.raises(
+        ConfigError, match="model.num_classes=150 is too small.*'raw_ids'.*needs 201"
+    ):
+        build.resolve_num_classes(
+            load_config("tiny", ["model.num_classes=150"]), coco_like("raw_ids")
+        )
 
 
 def test_build_errors_are_named() -> None:
     with pytest.raises(ConfigError, match="decoder.channels == head.low_level_channels"):
         meta_model("tiny", 3, ["model.head.low_level_channels=32"])
     with pytest.raises(ConfigError, match="multiscale needs an FPN decoder"):
-        meta_model("tiny", 3, ["model.multiscale=true", "targets.level_low=[0,1,2,3,4]",
-                               "targets.level_high=[1,2,3,4,5]"])
+        meta_model(
+            "tiny",
+            3,
+            [
+                "model.multiscale=true",
+                "targets.level_low=[0,1,2,3,4]",
+                "targets.level_high=[1,2,3,4,5]",
+            ],
+        )
     with pytest.raises(ConfigError, match="model.level .* level 6 .stride 64. is not among"):
         meta_model("tiny", 3, ["model.level=6"])
 
 
-def test_build_model_loads_backbone_weights(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_model_loads_backbone_weights(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     torch.manual_seed(0)
     source = build.build_backbone(load_config("tiny").model)
     path = tmp_path / "tiny_backbone.pth"  # type: ignore[operator]

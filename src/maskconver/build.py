@@ -17,7 +17,13 @@ from torch import nn
 from maskconver.backbones.base import Backbone
 from maskconver.config import BackboneConfig, Config, ConfigError, ModelConfig
 from maskconver.decoders import ASPP, FPN, MaskConverFPN
-from maskconver.heads import LightHead, MaskEmbeddingGenerator, PyramidFusion, SelectLevels, SumToMerge
+from maskconver.heads import (
+    LightHead,
+    MaskEmbeddingGenerator,
+    PyramidFusion,
+    SelectLevels,
+    SumToMerge,
+)
 from maskconver.layers.activation import get_act_layer
 from maskconver.layers.norm import FrozenBatchNorm2d, LayerNorm2d
 from maskconver.model import MaskConver
@@ -48,7 +54,9 @@ NORMS: dict[str, Callable[[ModelConfig], NormLayer]] = {"bn": _norm_bn, "ln": _n
 def _tiny(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
     from maskconver.backbones.tiny import TinyBackbone
 
-    return TinyBackbone(width=cfg.width, norm_layer=norm_layer, act_layer=get_act_layer(cfg.activation))
+    return TinyBackbone(
+        width=cfg.width, norm_layer=norm_layer, act_layer=get_act_layer(cfg.activation)
+    )
 
 
 def _mobilenet_mh(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
@@ -167,35 +175,47 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
     """The backbone named by ``cfg.backbone.name`` (weights are loaded by ``build_model``)."""
     name = cfg.backbone.name
     if name not in BACKBONES:
-        raise ConfigError(f"model.backbone.name: unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+        raise ConfigError(
+            f"model.backbone.name: unknown backbone {name!r}; choose from {sorted(BACKBONES)}"
+        )
     return BACKBONES[name](cfg.backbone, _norm_bn(cfg))
 
 
 def _stride_index(strides: tuple[int, ...], level: int, what: str) -> int:
     if 2**level not in strides:
-        raise ConfigError(f"{what}: level {level} (stride {2**level}) is not among strides {list(strides)}")
+        raise ConfigError(
+            f"{what}: level {level} (stride {2**level}) is not among strides {list(strides)}"
+        )
     return strides.index(2**level)
 
 
-def _fusions(cfg: ModelConfig, backbone: Backbone, decoder: nn.Module) -> tuple[list[nn.Module], int, int]:
+def _fusions(
+    cfg: ModelConfig, backbone: Backbone, decoder: nn.Module
+) -> tuple[list[nn.Module], int, int]:
     """Three independent (center, embedding, pixel) fusions + center-level count + input width."""
     strides: tuple[int, ...] = tuple(decoder.strides)  # type: ignore[arg-type]
     dec_channels: tuple[int, ...] = tuple(decoder.channels)  # type: ignore[arg-type]
     if cfg.multiscale:
         if cfg.decoder.name == "aspp":
-            raise ConfigError("model.multiscale needs an FPN decoder (decoder.name fpn or maskconver_fpn)")
+            raise ConfigError(
+                "model.multiscale needs an FPN decoder (decoder.name fpn or maskconver_fpn)"
+            )
         levels = range(cfg.min_level, cfg.max_level + 1)
         indices = [_stride_index(strides, lv, "model.min_level..max_level") for lv in levels]
         target = _stride_index(backbone.strides, cfg.pixel_level, "model.pixel_level (backbone)")
-        fusions: list[nn.Module] = [SelectLevels(indices), SelectLevels(indices), PyramidFusion(target_index=target)]
+        fusions: list[nn.Module] = [
+            SelectLevels(indices),
+            SelectLevels(indices),
+            PyramidFusion(target_index=target),
+        ]
         return fusions, len(indices), dec_channels[0]
     if cfg.decoder.name == "aspp":
         low = _stride_index(backbone.strides, cfg.level, "model.level (backbone)")
         width = cfg.head.low_level_channels
         if dec_channels[0] != width:
             raise ConfigError(
-                f"sum-to-merge adds the ASPP output ({dec_channels[0]} ch) to the projected backbone "
-                f"map ({width} ch): set decoder.channels == head.low_level_channels"
+                f"sum-to-merge adds the ASPP output ({dec_channels[0]} ch) to the projected "
+                f"backbone map ({width} ch): set decoder.channels == head.low_level_channels"
             )
         fusions = [
             SumToMerge(
@@ -231,9 +251,14 @@ def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
 
         print(load_backbone_weights(backbone, cfg.backbone.weights).summary())
     if cfg.decoder.name not in DECODERS:
-        raise ConfigError(f"model.decoder.name: unknown decoder {cfg.decoder.name!r}; choose from {sorted(DECODERS)}")
+        raise ConfigError(
+            f"model.decoder.name: unknown decoder {cfg.decoder.name!r}; "
+            f"choose from {sorted(DECODERS)}"
+        )
     decoder = DECODERS[cfg.decoder.name](cfg, backbone)
-    (center_fusion, embedding_fusion, pixel_fusion), num_levels, width = _fusions(cfg, backbone, decoder)
+    (center_fusion, embedding_fusion, pixel_fusion), num_levels, width = _fusions(
+        cfg, backbone, decoder
+    )
     h = cfg.head
     head = partial(
         LightHead,
@@ -326,7 +351,9 @@ def build_criterion(cfg: Config) -> Any:
     )
 
 
-def build_postprocessor(cfg: Config, categories: CategorySet, num_classes: int) -> PanopticPostProcessor:
+def build_postprocessor(
+    cfg: Config, categories: CategorySet, num_classes: int
+) -> PanopticPostProcessor:
     """Panoptic merge mapping class indices back to dataset category ids."""
     class_to_category = [-1] * num_classes
     for c in categories.categories:

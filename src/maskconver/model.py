@@ -73,8 +73,12 @@ class MaskConver(nn.Module):
         self.mask_embedding = mask_embedding
         self.num_proposals = num_proposals
         self.hard_sigmoid = hard_sigmoid
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False
+        )
 
     def forward(
         self,
@@ -138,7 +142,9 @@ class MaskConver(nn.Module):
                 f"{tuple(center_indices.shape)} and {tuple(classes.shape)}"
             )
         if center_indices.shape[0] != batch:
-            raise ValueError(f"MaskConver: teacher batch {center_indices.shape[0]} != images {batch}")
+            raise ValueError(
+                f"MaskConver: teacher batch {center_indices.shape[0]} != images {batch}"
+            )
         num_positions = sum(x.shape[-2] * x.shape[-1] for x in center_logits)
         num_classes = center_logits[0].shape[1]
         if center_indices.numel() > 0:

@@ -41,15 +41,32 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", required=True, help="preset name (see `maskconver config list`) or YAML path")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. model.num_proposals=100 (repeatable)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                   help="input size (default: eval.input_size square)")
+    p.add_argument(
+        "--config", required=True, help="preset name (see `maskconver config list`) or YAML path"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. model.num_proposals=100 (repeatable)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input size (default: eval.input_size square)",
+    )
     p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs (0: skip latency)")
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed warm-up runs")
-    p.add_argument("--num-classes", type=int, default=DEFAULT_NUM_CLASSES,
-                   help="classes when the config leaves model.num_classes unset")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=DEFAULT_NUM_CLASSES,
+        help="classes when the config leaves model.num_classes unset",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="torch device for the latency runs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -73,9 +90,8 @@ def count_macs(model: MaskConver, size: tuple[int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
-def dummy_postprocessor(num_classes: int, model: MaskConver) -> PanopticPostProcessor:
+def dummy_postprocessor(num_classes: int) -> PanopticPostProcessor:
     """A post-processor with every class mapped (id = index + 1), alternating thing/stuff."""
-    del model
     return PanopticPostProcessor(
         class_to_category=[i + 1 for i in range(num_classes)],
         is_thing_class=[i % 2 == 0 for i in range(num_classes)],
@@ -136,8 +152,12 @@ def benchmark(
     latency = None
     if runs > 0:
         latency = measure_latency(
-            model, dummy_postprocessor(classes, model), hw,
-            runs=runs, warmup=warmup, device=torch.device(device),
+            model,
+            dummy_postprocessor(classes),
+            hw,
+            runs=runs,
+            warmup=warmup,
+            device=torch.device(device),
         )
     report["latency_ms"] = latency
     report["runs"] = runs
@@ -153,7 +173,10 @@ def format_table(report: dict[str, Any]) -> str:
         ("classes", str(report["num_classes"])),
         ("params", f"{report['params'] / 1e6:.3f} M"),
         ("MACs", f"{report['macs'] / 1e9:.3f} G"),
-        ("latency", "skipped" if latency is None else f"{latency:.2f} ms (median of {report['runs']})"),
+        (
+            "latency",
+            "skipped" if latency is None else f"{latency:.2f} ms (median of {report['runs']})",
+        ),
         ("device / threads", f"{report['device']} / {report['threads']}"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -169,9 +192,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         report = benchmark(
-            args.config, args.overrides,
+            args.config,
+            args.overrides,
             size=tuple(args.size) if args.size else None,
-            runs=args.runs, warmup=args.warmup, num_classes=args.num_classes, device=args.device,
+            runs=args.runs,
+            warmup=args.warmup,
+            num_classes=args.num_classes,
+            device=args.device,
         )
     except ConfigError as e:
         print(f"benchmark: {e}")

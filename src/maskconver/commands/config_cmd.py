@@ -29,8 +29,14 @@ def register(subparsers: Any) -> None:
     sub.required = True
     show = sub.add_parser("show", help="print the resolved YAML of a preset or file")
     show.add_argument("config", help="preset name or YAML path")
-    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="config override (repeatable)")
+    show.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override (repeatable)",
+    )
     show.set_defaults(func=run_show)
     listing = sub.add_parser("list", help="list the shipped presets")
     listing.set_defaults(func=run_list)

@@ -98,7 +98,9 @@ class ASPP(nn.Module):
         ]
         for rate in dilation_rates:
             if depthwise:
-                branches.append(_DepthwiseAtrous(in_channels, channels, rate, norm_layer, act_layer))
+                branches.append(
+                    _DepthwiseAtrous(in_channels, channels, rate, norm_layer, act_layer)
+                )
             else:
                 branches.append(
                     ConvNormAct(

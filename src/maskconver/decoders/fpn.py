@@ -49,7 +49,9 @@ class FPN(nn.Module):
         super().__init__()
         self.input_indices = backbone_level_indices(in_strides, min_level)
         num_smoothed, num_extra = output_plan(len(self.input_indices), min_level, max_level)
-        self.laterals = nn.ModuleList(nn.Conv2d(in_channels[i], channels, 1) for i in self.input_indices)
+        self.laterals = nn.ModuleList(
+            nn.Conv2d(in_channels[i], channels, 1) for i in self.input_indices
+        )
         self.smooth = nn.ModuleList(
             nn.Conv2d(channels, channels, SMOOTH_KERNEL, padding=SMOOTH_KERNEL // 2)
             for _ in range(num_smoothed)

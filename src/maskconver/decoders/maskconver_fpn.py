@@ -45,7 +45,9 @@ def backbone_level_indices(in_strides: Sequence[int], min_level: int) -> list[in
             )
         indices.append(list(in_strides).index(2**level))
     if not indices:
-        raise ValueError(f"no backbone map at level {min_level} or above: strides {list(in_strides)}")
+        raise ValueError(
+            f"no backbone map at level {min_level} or above: strides {list(in_strides)}"
+        )
     return indices
 
 

@@ -63,7 +63,9 @@ class SumToMerge(nn.Module):
         )
         he_normal_init(self.project[0])
 
-    def forward(self, backbone_features: list[Tensor], decoder_features: list[Tensor]) -> list[Tensor]:
+    def forward(
+        self, backbone_features: list[Tensor], decoder_features: list[Tensor]
+    ) -> list[Tensor]:
         """Args: backbone maps ``[B, C_i, H_i, W_i]`` and decoder maps ``[B, channels, h, w]``.
 
         Returns:
@@ -91,7 +93,9 @@ class PyramidFusion(nn.Module):
         super().__init__()
         self.target_index = target_index
 
-    def forward(self, backbone_features: list[Tensor], decoder_features: list[Tensor]) -> list[Tensor]:
+    def forward(
+        self, backbone_features: list[Tensor], decoder_features: list[Tensor]
+    ) -> list[Tensor]:
         """Returns one map ``[B, C, H_t, W_t]`` (all decoder levels must share C)."""
         _check_index(self.target_index, backbone_features, "PyramidFusion backbone")
         size = backbone_features[self.target_index].shape[-2:]
@@ -114,7 +118,9 @@ class SelectLevels(nn.Module):
             raise ValueError("SelectLevels: indices is empty")
         self.indices = tuple(indices)
 
-    def forward(self, backbone_features: list[Tensor], decoder_features: list[Tensor]) -> list[Tensor]:
+    def forward(
+        self, backbone_features: list[Tensor], decoder_features: list[Tensor]
+    ) -> list[Tensor]:
         """Returns ``[decoder_features[i] for i in indices]``."""
         for i in self.indices:
             _check_index(i, decoder_features, "SelectLevels decoder")

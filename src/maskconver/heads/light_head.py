@@ -65,7 +65,9 @@ class LightHead(nn.Module):
                 self.convs.extend([depthwise, pointwise])
                 norm_channels.extend([width, channels])
             else:
-                dense = nn.Conv2d(width, channels, DENSE_KERNEL, padding=DENSE_KERNEL // 2, bias=False)
+                dense = nn.Conv2d(
+                    width, channels, DENSE_KERNEL, padding=DENSE_KERNEL // 2, bias=False
+                )
                 he_normal_init(dense)
                 self.convs.append(dense)
                 norm_channels.append(channels)

@@ -35,7 +35,9 @@ class MaskEmbeddingGenerator(nn.Module):
     ) -> None:
         super().__init__()
         if fusion not in ("mul", "add"):
-            raise ValueError(f"MaskEmbeddingGenerator: fusion must be 'mul' or 'add', got {fusion!r}")
+            raise ValueError(
+                f"MaskEmbeddingGenerator: fusion must be 'mul' or 'add', got {fusion!r}"
+            )
         self.num_classes = num_classes
         self.fusion = fusion
         self.class_embedding = nn.Embedding(num_classes, embedding_dim)

@@ -127,7 +127,7 @@ class PanopticPostProcessor:
         results = []
         for b in range(batch):
             logits = rescale_logits(
-                outputs.mask_logits[b].float().cpu(),
+                outputs.mask_logits[b].float(),
                 tuple(input_size),  # type: ignore[arg-type]
                 tuple(valid_sizes[b]),  # type: ignore[arg-type]
                 tuple(output_sizes[b]),  # type: ignore[arg-type]
@@ -135,13 +135,17 @@ class PanopticPostProcessor:
             probs = hard_sigmoid(logits) if self.hard_sigmoid else logits.sigmoid()
             results.append(
                 self.merge_probabilities(
-                    probs, outputs.scores[b].float().cpu(), outputs.classes[b].long().cpu()
+                    probs, outputs.scores[b].float(), outputs.classes[b].long()
                 )
             )
         return results
 
-    def merge_probabilities(self, probs: Tensor, scores: Tensor, classes: Tensor) -> PanopticPrediction:
+    def merge_probabilities(
+        self, probs: Tensor, scores: Tensor, classes: Tensor
+    ) -> PanopticPrediction:
         """Merge one image's proposals.
+
+        Runs on the device of ``probs``; only the returned map is moved to the CPU.
 
         Args:
             probs: ``[K, H, W]`` mask probabilities on the output canvas.
@@ -153,8 +157,10 @@ class PanopticPostProcessor:
         """
         num_classes = len(self.class_to_category)
         if int(classes.max()) >= num_classes or int(classes.min()) < 0:
-            raise ValueError(f"proposal classes must be in [0, {num_classes}), got {classes.tolist()}")
-        usable = self.class_to_category[classes] != UNUSED_CLASS
+            raise ValueError(
+                f"proposal classes must be in [0, {num_classes}), got {classes.tolist()}"
+            )
+        usable = self.class_to_category.to(classes.device)[classes] != UNUSED_CLASS
         valid = (scores > self.object_threshold) & usable
         scores = torch.where(valid, scores, torch.zeros_like(scores))
         probs = probs * valid[:, None, None].to(probs.dtype)
@@ -187,30 +193,34 @@ class PanopticPostProcessor:
         self, winner: Tensor, in_segment: Tensor, keep: Tensor, scores: Tensor, classes: Tensor
     ) -> PanopticPrediction:
         """Number kept proposals (things separately, stuff merged per class) and paint the map."""
-        segment_of = torch.zeros(len(keep) + 1, dtype=torch.int64)  # proposal -> id; last = void
+        segment_ids = [0] * (len(keep) + 1)  # proposal -> segment id; the extra entry is void
         segments: list[SegmentInfo] = []
         stuff_segment: dict[int, int] = {}
+        class_list, score_list = classes.tolist(), scores.tolist()
         for k in torch.nonzero(keep).flatten().tolist():
-            cls = int(classes[k])
+            cls = class_list[k]
             is_thing = bool(self.is_thing_class[cls])
             if not is_thing and cls in stuff_segment:
-                segment_of[k] = stuff_segment[cls]
+                segment_ids[k] = stuff_segment[cls]
                 continue
             seg_id = len(segments) + 1
-            segment_of[k] = seg_id
+            segment_ids[k] = seg_id
             if not is_thing:
                 stuff_segment[cls] = seg_id
             segments.append(
                 SegmentInfo(
                     id=seg_id,
                     category_id=int(self.class_to_category[cls]),
-                    score=float(scores[k]),
+                    score=score_list[k],
                     isthing=is_thing,
                 )
             )
+        segment_of = torch.tensor(segment_ids, dtype=torch.int64, device=winner.device)
         pixel_proposal = torch.where(in_segment, winner, torch.full_like(winner, len(keep)))
         panoptic = segment_of[pixel_proposal]
-        areas = torch.bincount(panoptic.flatten(), minlength=len(segments) + 1)
+        areas = torch.bincount(panoptic.flatten(), minlength=len(segments) + 1).tolist()
         for seg in segments:
-            seg.area = int(areas[seg.id])
-        return PanopticPrediction(panoptic=panoptic.numpy().astype(np.int32), segments=segments)
+            seg.area = areas[seg.id]
+        return PanopticPrediction(
+            panoptic=panoptic.cpu().numpy().astype(np.int32), segments=segments
+        )

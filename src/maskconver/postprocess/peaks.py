@@ -79,9 +79,7 @@ def find_peaks(
     peaks = [peak_probabilities(x, hard=hard_sigmoid) for x in center_logits]
     flat = flatten_levels(peaks).flatten(1)  # [B, N * C]
     if k < 1 or k > flat.shape[1]:
-        raise ValueError(
-            f"find_peaks: k={k} must be in [1, positions x classes = {flat.shape[1]}]"
-        )
+        raise ValueError(f"find_peaks: k={k} must be in [1, positions x classes = {flat.shape[1]}]")
     scores, idx = flat.topk(k, dim=1)
     positions = torch.div(idx, num_classes, rounding_mode="floor")
     classes = idx - positions * num_classes  # ONNX-friendly modulo
