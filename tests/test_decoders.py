@@ -57,6 +57,10 @@ def test_aspp_image_pooling_branch_is_spatially_constant() -> None:
     x = torch.randn(1, 24, 5, 4)
     pooled = aspp.branches[-1](x)
     torch.testing.assert_close(pooled, pooled[:, :, :1, :1].expand_as(pooled))
+    # trains with a single image too (batch norm sees the broadcast pooled map)
+    aspp.train()
+    (out,) = aspp([torch.randn(1, 24, 3, 2)])
+    assert out.shape == (1, 8, 3, 2)
     with pytest.raises(ValueError, match="dilation rates must be >= 1"):
         ASPP(24, dilation_rates=(0,), norm_layer=BN, act_layer=nn.ReLU)
 

@@ -255,7 +255,8 @@ def test_merge_speed_k50_640() -> None:
     )
     start = time.perf_counter()
     (pred,) = processor(min_area=256)(out, [(640, 640)], [(640, 640)], (640, 640))
-    assert time.perf_counter() - start < 5.0  # vectorised: well under a second on a free core
+    # vectorised: ~0.5 s on one free core; per-pixel python would take minutes
+    assert time.perf_counter() - start < 30.0
     ids = np.unique(pred.panoptic)
     assert set(ids.tolist()) <= {0} | {s.id for s in pred.segments}
     assert sum(s.area for s in pred.segments) == int((pred.panoptic > 0).sum())

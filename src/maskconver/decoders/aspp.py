@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskconver.layers.conv import ConvNormAct
@@ -42,20 +41,24 @@ class _DepthwiseAtrous(nn.Sequential):
 
 
 class _ImagePooling(nn.Module):
-    """Global average pool -> 1x1 conv + norm + act -> bilinear resize back."""
+    """Global average pool -> 1x1 conv + norm + act -> resize back (a broadcast).
+
+    The pooled map is broadcast to ``H x W`` BEFORE the norm: batch statistics are unchanged (every
+    value is replicated equally), but batch norm then also trains with a batch of one image.
+    """
 
     def __init__(
         self, in_channels: int, channels: int, norm_layer: NormLayer, act_layer: ActLayer
     ) -> None:
         super().__init__()
-        self.project = ConvNormAct(
-            in_channels, channels, 1, norm_layer=norm_layer, act_layer=act_layer
-        )
+        self.conv = nn.Conv2d(in_channels, channels, 1, bias=False)
+        self.norm = norm_layer(channels)
+        self.act = act_layer()
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W]`` -> ``[B, channels, H, W]`` (constant per image)."""
-        pooled = self.project(x.mean(dim=(2, 3), keepdim=True))
-        return F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        pooled = self.conv(x.mean(dim=(2, 3), keepdim=True))
+        return self.act(self.norm(pooled.expand(-1, -1, *x.shape[-2:])))
 
 
 class ASPP(nn.Module):
