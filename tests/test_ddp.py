@@ -1,4 +1,4 @@
-"""Two CPU processes (torchrun, gloo) train 3 steps and end with identical weights."""
+"""Two CPU processes (torchrun, gloo, gradient accumulation) train 3 steps; weights stay identical."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from maskconver.data.synthetic import synthetic_categories
 
 OVERRIDES = [
     "train.max_steps=3",
-    "train.batch_size=4",  # global: 2 images per rank
+    "train.batch_size=8",  # global: 4 images per rank in 2 micro-batches of 2
+    "train.grad_accum=2",  # exercises DDP no_sync on the first micro-batch
     "train.warmup_steps=1",
     "train.log_every=1",
     "train.max_eval_images=2",
