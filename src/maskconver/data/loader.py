@@ -69,7 +69,7 @@ class TrainSampleDataset:
         seed: base seed of every per-sample rng.
         skip_bad: on an unreadable sample (``DatasetError``, image read error) log it once,
             count it in ``num_skipped`` and use another index drawn from the rng; otherwise the
-            error propagates.
+            error propagates. (With DataLoader workers the count lives in each worker process.)
     """
 
     def __init__(
