@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from maskconver.data import panoptic_png
 from maskconver.data.synthetic import generate_sample, synthetic_categories
 from maskconver.data.types import VOID, SegmentInfo
 from maskconver.data.writer import CocoPanopticWriter
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.num_images
     print(f"\n{n} images {args.height}x{args.width}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, median of {args.repeats} interleaved runs")
+    decoder = f"pyspng {panoptic_png.pyspng.__version__}" if panoptic_png.pyspng else "Pillow"
+    print(f"  maskconver PNG decoder: {decoder}")
     print(f"  {'evaluator':38s} {'wall s':>7s} {'ms/img':>7s} {'vs official':>11s}"
           f" {'CPU ms/img':>10s}   wall runs")
     official = statistics.median(wall[OFFICIAL]) if OFFICIAL in wall else float("nan")

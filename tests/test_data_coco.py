@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskconver.data import panoptic_png
 from maskconver.data.coco_panoptic import CocoPanopticDataset, DatasetError
 from maskconver.data.image_io import ImageReadError, load_image
-from maskconver.data.panoptic_png import read_panoptic_png, write_panoptic_png
+from maskconver.data.panoptic_png import read_panoptic_png, rgb2id, write_panoptic_png
 from maskconver.data.synthetic import VAL_STREAM, SyntheticPanoptic, synthetic_categories
 from maskconver.data.types import Category, CategorySet, SegmentInfo
 from maskconver.data.writer import CocoPanopticWriter, write_coco_panoptic
@@ -378,3 +379,102 @@ def test_writer_reader_round_trip_exact(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got.panoptic, expected.panoptic)
         assert got.segments == expected.segments
         assert got.file_name == f"{i:012d}.png"
+
+
+def _png_variants(tmp_path: Path) -> dict[str, tuple[Path, np.ndarray]]:
+    """PNGs of one random id map in every layout a reader may meet, with the ids they hold."""
+    rng = np.random.default_rng(3)
+    ids = rng.choice([0, 7, 300, 2**24 - 1, 65_793, 123_456], size=(13, 17)).astype(np.int32)
+    ids[4:9, 2:11] = 300  # runs, as in real maps
+    rgb = panoptic_png.id2rgb(ids)
+    out: dict[str, tuple[Path, np.ndarray]] = {}
+    write_panoptic_png(tmp_path / "rgb.png", ids)
+    out["rgb"] = (tmp_path / "rgb.png", ids)
+    alpha = rng.integers(0, 256, size=ids.shape, dtype=np.uint8)  # alpha is ignored
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / "rgba.png")
+    out["rgba"] = (tmp_path / "rgba.png", ids)
+    Image.fromarray(rgb).save(tmp_path / "interlaced.png", interlace=1)
+    out["interlaced"] = (tmp_path / "interlaced.png", ids)
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(
+        tmp_path / "palette.png"
+    )
+    out["palette"] = (tmp_path / "palette.png", None)  # ids: whatever Pillow reads
+    gray = (ids % 251).astype(np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "gray.png")
+    out["gray"] = (tmp_path / "gray.png", gray.astype(np.int32) * (1 + 256 + 256**2))
+    Image.fromarray((ids % 60_000).astype(np.uint16)).save(tmp_path / "gray16.png")
+    out["gray16"] = (tmp_path / "gray16.png", None)
+    return out
+
+
+def test_panoptic_png_fast_decoder_equals_pillow_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pyspng = pytest.importorskip("pyspng")
+    variants = _png_variants(tmp_path)
+    fast_calls: list[int] = []
+    real_load = pyspng.load
+
+    def counting_load(data: bytes, *args: Any) -> np.ndarray:
+        fast_calls.append(len(data))
+        return real_load(data, *args)
+
+    monkeypatch.setattr(panoptic_png.pyspng, "load", counting_load)
+    fast = {name: read_panoptic_png(path) for name, (path, _) in variants.items()}
+    assert len(fast_calls) == 3  # rgb, rgba, interlaced: 8-bit truecolour only
+    monkeypatch.setattr(panoptic_png, "pyspng", None)  # pyspng missing: Pillow for everything
+    for name, (path, expected) in variants.items():
+        slow = read_panoptic_png(path)
+        with Image.open(path) as im:
+            reference = rgb2id(np.asarray(im.convert("RGB")).astype(np.int64))
+        assert fast[name].dtype == slow.dtype == np.int32, name
+        np.testing.assert_array_equal(fast[name], slow, err_msg=name)
+        np.testing.assert_array_equal(slow, reference, err_msg=name)
+        if expected is not None:
+            np.testing.assert_array_equal(slow, expected, err_msg=name)
+
+    def broken_load(data: bytes, *args: Any) -> np.ndarray:
+        raise RuntimeError("pyspng: could not decode image")
+
+    monkeypatch.setattr(panoptic_png, "pyspng", pyspng)
+    monkeypatch.setattr(pyspng, "load", broken_load)  # pyspng failing: Pillow decodes
+    np.testing.assert_array_equal(read_panoptic_png(variants["rgb"][0]), fast["rgb"])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_panoptic_png_errors_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    if not fast:
+        monkeypatch.setattr(panoptic_png, "pyspng", None)
+    write_panoptic_png(tmp_path / "ok.png", np.full((20, 30), 5, np.int32))
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.png").write_bytes(b"not a png at all")
+    for name in ("cut.png", "junk.png"):
+        with pytest.raises(ValueError, match=name):
+            read_panoptic_png(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        read_panoptic_png(tmp_path / "missing.png")
+    with pytest.raises(FileNotFoundError, match="panoptic PNG not found"):
+        read_panoptic_png(tmp_path)
+
+
+def test_rgb2id_is_exact_for_every_layout() -> None:
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, size=(7, 9, 4), dtype=np.uint8)
+    wide = rgba.astype(np.int64)
+    expected = wide[..., 0] + 256 * wide[..., 1] + 256**2 * wide[..., 2]
+    layouts = {
+        "rgba": (rgba, expected),
+        "rgb view": (rgba[..., :3], expected),
+        "rgb packed": (np.ascontiguousarray(rgba[..., :3]), expected),
+        "strided": (np.ascontiguousarray(rgba[..., :3])[:, ::2], expected[:, ::2]),
+        "int64": (wide, expected),
+    }
+    for name, (rgb, want) in layouts.items():
+        ids = rgb2id(rgb)
+        assert ids.dtype == np.int32, name
+        np.testing.assert_array_equal(ids, want, err_msg=name)
+    assert rgb2id(np.zeros((0, 4, 3), np.uint8)).shape == (0, 4)
+    assert rgb2id(np.full((1, 1, 3), 255, np.uint8)).item() == 2**24 - 1

@@ -215,12 +215,15 @@ def test_bad_input_raises_naming_the_image(pred, pred_segs, message) -> None:
         score(M("1 1"), [seg(1, PERSON)], pred, pred_segs)
 
 
-@pytest.mark.parametrize("max_pair_bits", [pq_module.MAX_PAIR_BITS, 0])
+@pytest.mark.parametrize(
+    ("max_pair_bits", "run_length"), [(pq_module.MAX_PAIR_BITS, 1), (0, 1), (0, 20)]
+)
 def test_pair_counts_equal_a_brute_force_count(
-    max_pair_bits: int, monkeypatch: pytest.MonkeyPatch
+    max_pair_bits: int, run_length: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the hashed (and, with max_pair_bits 0, the dense fallback) intersection matrix must equal
-    # np.add.at over (row, column) of every pixel; rows: void, sorted gt ids, unknown gt ids
+    # the intersection matrix must equal np.add.at over (row, column) of every pixel; rows: void,
+    # sorted gt ids, unknown gt ids. Pixel-wise random ids are counted pixel by pixel (hashed,
+    # and with max_pair_bits 0 the dense fallback); runs of 20 equal pixels go the run path
     monkeypatch.setattr(pq_module, "MAX_PAIR_BITS", max_pair_bits)
     rng = np.random.default_rng(0)
     work = pq_module._Workspace()
@@ -229,18 +232,24 @@ def test_pair_counts_equal_a_brute_force_count(
                                     replace=False))
         pred_ids = np.sort(rng.choice(np.arange(1, MAX_PNG_ID), size=int(rng.integers(0, 200)),
                                       replace=False))
-        size = int(rng.integers(1, 3000))
+        num_runs = int(rng.integers(1, 3000))
         unknown = [5 * MAX_PNG_ID, 123]  # not segments: must land in the unknown row
-        gt = rng.choice(np.concatenate([gt_ids, [0], unknown]), size=size).astype(np.uint32)
-        pred = rng.choice(np.append(pred_ids, 0), size=size).astype(np.uint32)
+        gt = rng.choice(np.concatenate([gt_ids, [0], unknown]), size=num_runs).astype(np.uint32)
+        pred = rng.choice(np.append(pred_ids, 0), size=num_runs).astype(np.uint32)
+        gt, pred = np.repeat(gt, run_length), np.repeat(pred, run_length)
         rows = np.where(np.isin(gt, gt_ids), np.searchsorted(gt_ids, gt) + 1,
                         np.where(gt == 0, 0, len(gt_ids) + 1))
         cols = np.where(pred == 0, 0, np.searchsorted(pred_ids, pred) + 1)
         expected = np.zeros((len(gt_ids) + 2, len(pred_ids) + 1), np.int64)
         np.add.at(expected, (rows, cols), 1)
+        used_runs = pq_module._run_starts(gt, pred, work) is not None
+        assert used_runs == (run_length > 1 and len(gt) > 1)
         counts, pred_unknown = pq_module._intersections(gt, gt_ids, pred, pred_ids, work)
         assert not pred_unknown
+        assert counts.dtype == np.int64
         np.testing.assert_array_equal(counts, expected)
+        pred[len(pred) // 2] = 7 * MAX_PNG_ID + 1  # an id outside pred_ids: reported, any path
+        assert pq_module._intersections(gt, gt_ids, pred, pred_ids, work)[1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,11 +14,14 @@ The rules reproduced from ``pq_compute_single_core`` (panopticapi/evaluation.py)
 
 Instead of panopticapi's two ``np.unique`` sorts and per-pair Python loop, every image is reduced
 to one small intersection matrix ``[num_gt + 2, num_pred + 1]`` (rows: void, gt segments, unknown
-gt ids; columns: void, pred segments): each id is sent to a slot by a perfect hash of the image's
-few segment ids (verified pixel by pixel, so unknown ids are caught, never aliased), and one
-``bincount`` over (gt slot, pred slot) pairs counts every intersection. Matching is then a
-vectorised test on that matrix; IoU values are the same IEEE divisions of the same integers as
-panopticapi's, so results agree to rounding of the final sums.
+gt ids; columns: void, pred segments): each id is sent to a small index, and one ``bincount`` over
+(gt index, pred index) pairs counts every intersection. Maps are piecewise constant, so pixels are
+first grouped into runs of equal (gt, pred) ids in raster order (a few thousand per image instead
+of ~10^5 pixels): only each run's ids are looked up (``searchsorted``) and the ``bincount`` is
+weighted by run lengths. Maps with too many runs (noise) are indexed pixel by pixel through a
+perfect hash of the image's few segment ids (verified pixel by pixel, so unknown ids are caught,
+never aliased). Matching is then a vectorised test on that matrix; IoU values are the same IEEE
+divisions of the same integers as panopticapi's, so results agree to rounding of the final sums.
 
 The state is a float64 ``[num_categories, 4]`` tensor (iou_sum, tp, fp, fn), so a distributed run
 reduces it with a single ``all_reduce(SUM)`` and ``load_state``.
@@ -42,6 +45,7 @@ UINT32_MASK = 2**32 - 1
 HASH_LOAD = 4  # at least this many hash slots per id (and so always an empty slot)
 HASH_EXTRA_BITS = 8  # table doublings tried before giving up on an injective hash
 MAX_PAIR_BITS = 20  # a joint (gt slot, pred slot) histogram of at most 2^20 bins
+MAX_RUN_FRACTION = 0.25  # runs of equal (gt, pred) ids are counted when at most this many/pixel
 HASH_SEED = 20240101  # fixed: the hash (not the result) would otherwise vary between runs
 # odd 32-bit multipliers for multiplicative hashing: 2^32 / golden ratio, then fixed random ones
 HASH_MULTIPLIERS = (2654435769, *(np.random.default_rng(HASH_SEED).integers(1, 2**31, 31) * 2 + 1))
@@ -348,6 +352,8 @@ class _Workspace:
         self.pred = np.empty(size, np.intp)
         self.key = np.empty(size, np.uint32)
         self.known = np.empty(size, bool)
+        self.change = np.empty(size, bool)
+        self.pred_change = np.empty(size, bool)
 
     def ensure(self, size: int) -> None:
         """Make every buffer hold at least ``size`` pixels."""
@@ -358,7 +364,7 @@ class _Workspace:
 def _intersections(
     gt: np.ndarray, gt_ids: np.ndarray, pred: np.ndarray, pred_ids: np.ndarray, work: _Workspace
 ) -> tuple[np.ndarray, bool]:
-    """Pixel counts of every (gt, pred) pair with one ``bincount`` over hashed slot pairs.
+    """Pixel counts of every (gt, pred) pair with one ``bincount`` over index pairs.
 
     Args:
         gt, pred: ``[N]`` uint32 ids.
@@ -369,8 +375,11 @@ def _intersections(
         ``[Sg + 2, Sp + 1]`` int64 counts (rows: void, gt segments, unknown gt ids; columns:
         void, pred segments) and whether ``pred`` holds ids outside ``pred_ids``.
     """
+    work.ensure(len(gt))
+    starts = _run_starts(gt, pred, work)
+    if starts is not None:
+        return _run_intersections(gt, gt_ids, pred, pred_ids, starts)
     num_gt, num_pred, size = len(gt_ids), len(pred_ids), len(gt)
-    work.ensure(size)
     gt_hash, pred_hash = _SlotHash(gt_ids), _SlotHash(pred_ids)
     gt_slots, pred_slots = work.gt[:size], work.pred[:size]
     if pred_hash.slots(pred, pred_slots, work):
@@ -388,6 +397,56 @@ def _intersections(
     hist = np.bincount(gt_slots, minlength=1 << (gt_hash.bits + pred_hash.bits))
     hist = hist.reshape(1 << gt_hash.bits, 1 << pred_hash.bits)
     return hist[np.ix_(gt_hash.slot_of_dense, pred_hash.slot_of_dense[:-1])], False
+
+
+def _run_starts(gt: np.ndarray, pred: np.ndarray, work: _Workspace) -> np.ndarray | None:
+    """First pixel ``[R]`` (intp) of every run of equal (gt, pred) ids in raster order, or None
+    when there are more than ``MAX_RUN_FRACTION`` runs per pixel (or fewer than 2 pixels)."""
+    size = len(gt)
+    if size < 2:
+        return None
+    work.ensure(size)
+    change, pred_change = work.change[: size - 1], work.pred_change[: size - 1]
+    np.not_equal(gt[1:], gt[:-1], out=change)
+    np.not_equal(pred[1:], pred[:-1], out=pred_change)
+    change |= pred_change
+    num_runs = 1 + int(np.count_nonzero(change))
+    if num_runs > MAX_RUN_FRACTION * size:
+        return None
+    starts = np.empty(num_runs, np.intp)
+    starts[0] = 0
+    starts[1:] = np.flatnonzero(change)
+    starts[1:] += 1
+    return starts
+
+
+def _run_intersections(
+    gt: np.ndarray, gt_ids: np.ndarray, pred: np.ndarray, pred_ids: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """``_intersections`` from the runs starting at ``starts``: one id lookup per run and a
+    ``bincount`` weighted by run lengths (float64 sums of integers < 2^53: exact)."""
+    num_gt, num_pred = len(gt_ids), len(pred_ids)
+    lengths = np.diff(starts, append=len(gt))
+    gt_index = _dense_index(gt[starts], gt_ids)  # 0 void, 1 + k segment k, num_gt + 1 unknown
+    pred_index = _dense_index(pred[starts], pred_ids)
+    gt_index *= num_pred + 2
+    gt_index += pred_index
+    hist = np.bincount(gt_index, weights=lengths, minlength=(num_gt + 2) * (num_pred + 2))
+    hist = hist.reshape(num_gt + 2, num_pred + 2)
+    if hist[:, num_pred + 1].any():
+        return np.zeros((num_gt + 2, num_pred + 1), np.int64), True
+    return hist[:, : num_pred + 1].astype(np.int64), False
+
+
+def _dense_index(values: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
+    """``[R]`` intp: 0 for void, ``1 + k`` for ``segment_ids[k]``, ``len(segment_ids) + 1`` for
+    any other id (``segment_ids`` sorted, all > 0)."""
+    num = len(segment_ids)
+    pos = np.searchsorted(segment_ids, values)
+    found = segment_ids[np.minimum(pos, num - 1)] == values if num else np.zeros(len(values), bool)
+    index = np.where(found, pos + 1, num + 1)
+    index[values == VOID] = 0
+    return index
 
 
 def _dense_of_slot(slot_hash: _SlotHash, size: int) -> np.ndarray:

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from maskconver.data.panoptic_png import read_panoptic_png
 from maskconver.data.types import Category, SegmentInfo
 from maskconver.evaluation.pq import PanopticQuality
 
 PERCENT = 100.0
-ID_BITS_MASK = 0xFFFFFF  # R + 256 G + 256^2 B: the low 24 bits of a little-endian RGBX word
 MAX_LISTED_IDS = 10  # ids named in an error message before "... and N more"
 
 Pair = tuple[dict, dict]  # (gt annotation, pred annotation)
@@ -80,8 +77,8 @@ def _score_pairs(
         where = f"image {image_id}"
         gt_segments = segments_from_json(gt_ann.get("segments_info", []), f"{where} (gt)")
         pred_segments = segments_from_json(pred_ann.get("segments_info", []), f"{where} (pred)")
-        gt_map = read_png_ids(Path(gt_dir) / _file_name(gt_ann, "ground truth"))
-        pred_map = read_png_ids(Path(pred_dir) / _file_name(pred_ann, "prediction"))
+        gt_map = read_panoptic_png(Path(gt_dir) / _file_name(gt_ann, "ground truth"))
+        pred_map = read_panoptic_png(Path(pred_dir) / _file_name(pred_ann, "prediction"))
         metric.update(
             gt_map,
             gt_segments,
@@ -91,28 +88,6 @@ def _score_pairs(
             use_segment_area=all(s.area >= 0 for s in gt_segments),
         )
     return metric.state().numpy()
-
-
-def read_png_ids(path: Path) -> np.ndarray:
-    """``read_panoptic_png`` (same ids, same errors) at about twice the speed for RGB PNGs.
-
-    PIL widens RGB to RGBX in C; read as one little-endian uint32 per pixel that is
-    ``R + 256 G + 256^2 B + 256^3 X``, so masking the low 24 bits gives the COCO id with one pass
-    instead of three casts, two multiplies and two adds.
-
-    Returns:
-        ``[H, W]`` uint32 segment ids.
-    """
-    if sys.byteorder != "little" or not path.is_file():
-        return read_panoptic_png(path)
-    try:
-        with Image.open(path) as im:
-            if im.mode != "RGB":
-                return read_panoptic_png(path)
-            words = np.asarray(im.convert("RGBX")).view(np.uint32)[..., 0]
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read panoptic PNG {path}: {e}") from e
-    return words & np.uint32(ID_BITS_MASK)
 
 
 def _file_name(ann: dict, what: str) -> str:
