@@ -182,3 +182,44 @@ def test_predict_writes_png_json_overlay_and_skips_bad_files(
         "predict", "--checkpoint", str(trained_run / "checkpoints" / "best"),
         "--input", str(only_bad), "--output", str(tmp_path / "p2"), "--no-overlay",
     ]) == 1
+
+
+def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "qs"
+    args = ["quickstart", "--output-dir", str(out), "--no-progress", "--threads", "1"]
+    for item in [
+        "train.max_steps=2", "train.batch_size=2", "data.synthetic_val=3",
+        "data.synthetic_min_size=48", "data.synthetic_max_size=64",
+        "augment.input_size=[64, 64]", "eval.input_size=64",
+    ]:
+        args += ["--set", item]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "quickstart finished" in printed and "things" in printed and "stuff" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 2
+    assert metrics["eval"]["images"] == 3
+    assert metrics["files_check"]["agrees"] is True
+    for split in ("all", "things", "stuff"):
+        assert 0.0 <= metrics["pq"][split]["pq"] <= 1.0
+    assert (out / "training_curves.png").is_file()
+    assert (out / "val_predictions" / "predictions.json").is_file()
+    assert len(list((out / "val_predictions" / "panoptic").glob("*.png"))) == 3
+    assert len(list((out / "pictures").glob("*_gt_vs_pred.jpg"))) == len(list((out / "heldout").glob("*.png"))) > 0
+    # a second run into the same folder is refused without --overwrite (exit 2), allowed with it
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_calibration_plan_picks_the_fastest_setting() -> None:
+    from maskconver.commands.quickstart import Calibration, budget_steps
+
+    # idle: 2 threads inline = 0.10 + 0.04 = 0.14 s beats 1 thread + worker = max(0.16, 0.04)
+    assert Calibration(data=0.04, compute={1: 0.16, 2: 0.10}, eval_image=0.01).plan() == pytest.approx((2, 0, 0.14))
+    # loaded: 2 threads spin (12 s); 1 thread + worker = max(0.5, 0.04) = 0.5 s
+    assert Calibration(data=0.04, compute={1: 0.5, 2: 12.0}, eval_image=0.01).plan() == pytest.approx((1, 1, 0.5))
+    # data-bound: the worker hides the step, 1 thread costs max(0.1, 0.3) = 0.3 < 0.08 + 0.3
+    assert Calibration(data=0.3, compute={1: 0.1, 2: 0.08}, eval_image=0.01).plan() == pytest.approx((1, 1, 0.3))
+    # 8 minutes = 480 s, minus 4 evaluations of 5 s = 460 s, at 0.2 s per step = 2300 steps
+    assert budget_steps(8.0, 0.2, 5.0) == 2300
+    assert budget_steps(0.01, 1.0, 5.0) == 20  # never below MIN_STEPS

@@ -32,21 +32,21 @@ DEFAULT_OUTPUT = Path("runs/quickstart")
 DEFAULT_MINUTES = 8.0
 SECONDS_PER_MINUTE = 60.0
 PRESET_MINUTES = 8.0  # the tiny preset's train.max_steps is sized for 8 minutes on 2 CPU cores
-CALIBRATION_STEPS = 3  # timed training steps before the budget is fixed
+# Timed training steps per thread count before the budget is fixed. Thread counts are timed
+# because the best one depends on the load: on the 2-core CPU a tiny-preset step took 0.14 s with
+# two torch threads and 0.20 s with one when idle, but 12 s with two and 0.53 s with one while
+# other jobs ran (OpenMP spin-waits under contention).
+CALIBRATION_STEPS = 3
 MIN_STEPS = 20
 EVALS_DURING_TRAINING = 4  # validation PQ points on the training curve (the last one included)
 WARMUP_FRACTION = 0.05  # warmup is capped at this fraction of a short budget
 HELDOUT_IMAGES = 6
-HELDOUT_STREAM = 2
-PICTURE_SCALE = 3  # pictures are drawn at 3x the scene size  # synthetic sample stream disjoint from train (0) and val (1)
+HELDOUT_STREAM = 2  # synthetic sample stream disjoint from train (0) and val (1)
+PICTURE_SCALE = 3  # pictures are drawn at 3x the scene size
 VAL_SPLIT = "val2017"
 EXIT_OK = 0
 EXIT_USAGE = 2
 PQ_AGREEMENT_TOLERANCE = 1e-9
-# One compute thread + one loader worker. On the 2-core CPU with other jobs running, a tiny-preset
-# step took 0.53 s with one torch thread and 12 s with two (OpenMP spin-waits under contention).
-DEFAULT_THREADS = 1
-DATA_WORKERS = 1
 
 
 def register(subparsers: Any) -> None:
@@ -75,23 +75,45 @@ def register(subparsers: Any) -> None:
         help="do not time a few steps here; scale the preset's step budget by --minutes instead",
     )
     p.add_argument(
-        "--threads", type=int, default=DEFAULT_THREADS,
-        help="torch CPU threads (default 1: one compute thread plus one data-loading worker use "
-        "two cores without thread contention)",
+        "--threads", type=int, default=None,
+        help="torch CPU threads (default: time 1 thread + 1 loader worker against torch's default "
+        "thread count and take the faster)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def measure_step_seconds(cfg: Any, *, steps: int = CALIBRATION_STEPS) -> tuple[float, float]:
-    """Time training steps and evaluation images of ``cfg`` on this machine, right now.
+@dataclasses.dataclass
+class Calibration:
+    """Costs of the run's config measured on this machine, in seconds.
 
-    Runs one untimed warm-up step, then ``steps`` timed optimizer steps on real synthetic batches
-    (data preparation included, so an upper bound when a loader worker overlaps it), then one timed
-    evaluation batch (forward + panoptic merge).
+    Attributes:
+        data: preparing one training batch (synthesis, augmentation, targets).
+        compute: torch thread count -> one optimizer step on a ready batch.
+        eval_image: evaluating one validation image (forward + panoptic merge).
+    """
 
-    Returns:
-        ``(seconds per training step, seconds per evaluated image)``.
+    data: float
+    compute: dict[int, float]
+    eval_image: float
+
+    def plan(self) -> tuple[int, int, float]:
+        """Fastest ``(torch threads, loader workers, seconds per step)``.
+
+        Data is prepared inline (0 workers) or, with one compute thread, by one loader worker
+        that overlaps the step (the second core); more threads and a worker would oversubscribe.
+        """
+        options = [(threads, 0, step + self.data) for threads, step in self.compute.items()]
+        if 1 in self.compute:
+            options.append((1, 1, max(self.compute[1], self.data)))
+        return min(options, key=lambda option: option[2])
+
+
+def calibrate(cfg: Any, thread_counts: list[int], *, steps: int = CALIBRATION_STEPS) -> Calibration:
+    """Time data preparation, training steps per thread count, and evaluation, right now.
+
+    Each thread count gets one untimed warm-up step (one-off allocations), then ``steps`` timed
+    optimizer steps on real synthetic batches; evaluation is timed on one batch.
     """
     import torch
 
@@ -111,24 +133,31 @@ def measure_step_seconds(cfg: Any, *, steps: int = CALIBRATION_STEPS) -> tuple[f
         base, transforms=build_train_transforms(cfg),
         target_generator=build_target_generator(cfg, categories, num_classes), seed=cfg.train.seed,
     )
-    model = build_model(cfg.model, num_classes)
+    size = cfg.train.batch_size
+    start = time.perf_counter()
+    batches = [
+        collate_train([samples[(k * size + i) % len(samples)] for i in range(size)])
+        for k in range(steps + 1)
+    ]
+    data_seconds = (time.perf_counter() - start) / len(batches)
+    model = build_model(cfg.model, num_classes).train()
     criterion = build_criterion(cfg)
     optimizer = build_optimizer(cfg.train, model)
-    batch = cfg.train.batch_size
-    model.train()
-    timed = 0.0
-    for step in range(steps + 1):
-        start = time.perf_counter()
-        images, targets = collate_train([samples[(step * batch + i) % len(samples)] for i in range(batch)])
-        losses = criterion(model(images, targets.center_indices, targets.classes), targets)
-        losses["loss"].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step > 0:  # the first step pays one-off allocation costs
-            timed += time.perf_counter() - start
+    compute: dict[int, float] = {}
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        timed = 0.0
+        for k, (images, targets) in enumerate(batches):
+            start = time.perf_counter()
+            losses = criterion(model(images, targets.center_indices, targets.classes), targets)
+            losses["loss"].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            timed += time.perf_counter() - start if k > 0 else 0.0
+        compute[threads] = timed / steps
     model.eval()
-    transform = build_eval_transforms(cfg)
     val = build_dataset(cfg, "val")
+    transform = build_eval_transforms(cfg)
     count = min(cfg.eval.batch_size, len(val))
     start = time.perf_counter()
     with torch.inference_mode():
@@ -136,7 +165,7 @@ def measure_step_seconds(cfg: Any, *, steps: int = CALIBRATION_STEPS) -> tuple[f
             model, build_postprocessor(cfg, categories, num_classes),
             [transform(val[i]) for i in range(count)],
         )
-    return timed / steps, (time.perf_counter() - start) / max(count, 1)
+    return Calibration(data_seconds, compute, (time.perf_counter() - start) / max(count, 1))
 
 
 def budget_steps(minutes: float, step_seconds: float, eval_seconds: float) -> int:
@@ -144,34 +173,47 @@ def budget_steps(minutes: float, step_seconds: float, eval_seconds: float) -> in
 
     Args:
         minutes: the training budget.
-        step_seconds: measured seconds per optimizer step.
-        eval_seconds: measured seconds of one full validation pass.
+        step_seconds: seconds per optimizer step.
+        eval_seconds: seconds of one full validation pass.
     """
     available = minutes * SECONDS_PER_MINUTE - EVALS_DURING_TRAINING * eval_seconds
     return max(MIN_STEPS, int(available / step_seconds))
 
 
-def quickstart_config(minutes: float, overrides: list[str], *, calibrate: bool = True) -> Any:
-    """The tiny preset with a step budget for ``minutes`` (explicit overrides win).
+def quickstart_config(
+    minutes: float, overrides: list[str], *, threads: int | None = None, measure: bool = True
+) -> Any:
+    """The tiny preset with a step budget for ``minutes`` (explicit ``--set`` values win).
 
-    With ``calibrate`` the step time is measured on this machine (a few seconds); otherwise the
-    preset's ``train.max_steps`` is scaled by ``minutes / PRESET_MINUTES``.
+    With ``measure`` the step time is calibrated here (a few seconds) for ``threads`` torch
+    threads, or for 1 and the default count when ``threads`` is None, and the faster setting is
+    used; otherwise the preset's ``train.max_steps`` is scaled by ``minutes / PRESET_MINUTES``.
+    Sets the torch thread count as a side effect.
     """
+    import torch
+
     from maskconver.config import load_config
 
     cfg = load_config(PRESET, overrides)
     keys = {text.split("=", 1)[0].strip() for text in overrides}
-    train = cfg.train
-    if "train.max_steps" not in keys:
-        if calibrate:
-            step_seconds, image_seconds = measure_step_seconds(cfg)
-            eval_seconds = image_seconds * cfg.data.synthetic_val
-            steps = budget_steps(minutes, step_seconds, eval_seconds)
-            print(f"quickstart: measured {step_seconds:.2f} s per step and {eval_seconds:.1f} s "
-                  f"per evaluation here: {steps} steps fit in {minutes:g} minutes")
-        else:
-            steps = max(MIN_STEPS, round(train.max_steps * minutes / PRESET_MINUTES))
-        train = dataclasses.replace(train, max_steps=steps)
+    train, data = cfg.train, cfg.data
+    counts = [threads] if threads else sorted({1, torch.get_num_threads()})
+    chosen_threads, workers = counts[0], 1 if counts[0] == 1 else 0
+    if "train.max_steps" not in keys and measure:
+        cal = calibrate(cfg, counts)
+        chosen_threads, workers, step_seconds = cal.plan()
+        eval_seconds = cal.eval_image * data.synthetic_val
+        train = dataclasses.replace(
+            train, max_steps=budget_steps(minutes, step_seconds, eval_seconds)
+        )
+        print(f"quickstart: {step_seconds:.2f} s per step here ({chosen_threads} torch thread(s), "
+              f"{workers} loader worker(s)), {eval_seconds:.1f} s per evaluation: "
+              f"{train.max_steps} steps fit in {minutes:g} minutes")
+    elif "train.max_steps" not in keys:
+        train = dataclasses.replace(
+            train, max_steps=max(MIN_STEPS, round(train.max_steps * minutes / PRESET_MINUTES))
+        )
+    torch.set_num_threads(chosen_threads)
     if "train.warmup_steps" not in keys:
         cap = int(WARMUP_FRACTION * train.max_steps)
         train = dataclasses.replace(train, warmup_steps=min(train.warmup_steps, cap))
@@ -180,57 +222,61 @@ def quickstart_config(minutes: float, overrides: list[str], *, calibrate: bool =
         train = dataclasses.replace(train, eval_every=every)
     if "train.ckpt_every" not in keys:
         train = dataclasses.replace(train, ckpt_every=train.eval_every)
-    data = cfg.data
     if "data.num_workers" not in keys:
-        data = dataclasses.replace(data, num_workers=DATA_WORKERS)
+        data = dataclasses.replace(data, num_workers=workers)
     return dataclasses.replace(cfg, train=train, data=data)
 
 
-def _prepare_output(out: Path, overwrite: bool) -> str | None:
-    """None if ``out`` can be used, else an error message."""
+def _check_output(out: Path, overwrite: bool) -> str | None:
+    """None if ``out`` can be used (after deleting it with ``overwrite``), else an error."""
     if not out.exists() or not any(out.iterdir()):
         return None
-    ours = (out / "config.yaml").is_file() or (out / "checkpoints").is_dir()
     if not overwrite:
         return f"{out} is not empty; pass --overwrite to replace it or choose another --output-dir"
-    if not ours:
+    if not ((out / "config.yaml").is_file() or (out / "checkpoints").is_dir()):
         return f"{out} does not look like a maskconver run; refusing to delete it"
-    shutil.rmtree(out)
     return None
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the whole quickstart; returns 0 on success, 2 on bad arguments."""
-    from maskconver.config import ConfigError
+def _fail(message: str) -> int:
+    print(f"maskconver quickstart: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
+
+def run(args: argparse.Namespace) -> int:
+    """Run the whole quickstart; returns 0 on success, 2 on bad arguments.
+
+    The torch thread count chosen for the run is restored afterwards (the command may run
+    inside another Python process, e.g. a test).
+    """
     import torch
 
+    from maskconver.config import ConfigError
+
     wall_start = time.perf_counter()
-    if args.threads < 1:
-        print(f"maskconver quickstart: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-        return EXIT_USAGE
-    torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        return _fail(f"--threads must be >= 1, got {args.threads}")
     if args.minutes <= 0:
-        print(f"maskconver quickstart: error: --minutes must be > 0, got {args.minutes}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(f"--minutes must be > 0, got {args.minutes}")
+    out: Path = args.output_dir
+    problem = _check_output(out, args.overwrite)
+    if problem:
+        return _fail(problem)
+    threads_before = torch.get_num_threads()
     try:
         cfg = quickstart_config(
-            args.minutes, list(args.overrides), calibrate=not args.no_calibrate
+            args.minutes, list(args.overrides), threads=args.threads, measure=not args.no_calibrate
         )
+        if cfg.data.root is not None:
+            return _fail("the quickstart trains on synthetic data; use `maskconver train "
+                         "--data-root` for a dataset")
+        if out.exists() and args.overwrite:
+            shutil.rmtree(out)
+        results = run_quickstart(cfg, out, progress=not args.no_progress)
     except ConfigError as e:
-        print(f"maskconver quickstart: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    if cfg.data.root is not None:
-        print("maskconver quickstart: error: the quickstart trains on synthetic data; "
-              "use `maskconver train --data-root` for a dataset", file=sys.stderr)
-        return EXIT_USAGE
-    out: Path = args.output_dir
-    problem = _prepare_output(out, args.overwrite)
-    if problem:
-        print(f"maskconver quickstart: error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    progress = not args.no_progress
-    results = run_quickstart(cfg, out, progress=progress)
+        return _fail(str(e))
+    finally:
+        torch.set_num_threads(threads_before)
     results["wall_time_s"] = time.perf_counter() - wall_start
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     print_summary(results, out)
@@ -239,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train, evaluate (with saved predictions), predict held-out scenes and plot; returns metrics."""
+    import torch
+
     from maskconver.data.coco_panoptic import CocoPanopticDataset, standard_paths
     from maskconver.data.synthetic import write_synthetic_dataset
     from maskconver.engine.checkpoint import load_model
@@ -288,6 +336,8 @@ def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
             "seconds": summary["train_seconds"],
             "wall_time_s": summary["wall_time_s"],
             "images_per_s": summary["images_per_s"],
+            "torch_threads": torch.get_num_threads(),
+            "loader_workers": cfg.data.num_workers,
             "final_losses": summary["final_losses"],
         },
         "eval": {
@@ -361,7 +411,8 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
     check = results["files_check"]
     lines += [
         "",
-        f"  training: {t['steps']} steps in {t['seconds'] / 60:.1f} min ({t['images_per_s']:.1f} images/s)",
+        f"  training: {t['steps']} steps in {t['seconds'] / 60:.1f} min ({t['images_per_s']:.1f} images/s,"
+        f" {t['torch_threads']} torch thread(s), {t['loader_workers']} loader worker(s))",
         f"  evaluation: {e['images']} images in {e['seconds']:.1f} s ({e['images_per_s']:.1f} images/s);"
         f" saved-file PQ {'agrees' if check['agrees'] else 'DIFFERS'} ({_percent(check['pq']).strip()})",
         f"  wall time: {results['wall_time_s'] / 60:.1f} min",

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 FIGURE_SIZE = (10.0, 4.0)  # inches, two panels side by side
 FIGURE_DPI = 110
 PERCENT = 100.0
+FEW_POINTS = 10  # loss series shorter than this get point markers
 
 
 def read_metrics(metrics_jsonl: Path) -> list[dict[str, Any]]:
@@ -101,7 +102,8 @@ def plot_training_curves(metrics_jsonl: Path, out_png: Path) -> Path:
     total_first = sorted(losses, key=lambda k: (k != "loss", k))
     for name in total_first:
         steps, values = losses[name]
-        ax_loss.plot(steps, values, label=name, linewidth=2.0 if name == "loss" else 1.0)
+        marker = "o" if len(steps) < FEW_POINTS else None  # a single log row is still visible
+        ax_loss.plot(steps, values, label=name, linewidth=2.0 if name == "loss" else 1.0, marker=marker)
     if losses:
         ax_loss.set_yscale("log")
         ax_loss.legend(fontsize="small")
