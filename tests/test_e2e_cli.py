@@ -206,9 +206,19 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path: Path, capsys: pytest
     assert (out / "val_predictions" / "predictions.json").is_file()
     assert len(list((out / "val_predictions" / "panoptic").glob("*.png"))) == 3
     assert len(list((out / "pictures").glob("*_gt_vs_pred.jpg"))) == len(list((out / "heldout").glob("*.png"))) > 0
-    # a second run into the same folder is refused without --overwrite (exit 2), allowed with it
-    assert main(args) == 2
+    # running again replaces the earlier quickstart run
+    (out / "pictures" / "stale.jpg").write_bytes(b"old")
+    assert main(args) == 0
+    assert not (out / "pictures" / "stale.jpg").exists()
+    # another non-empty folder is refused (exit 2) unless it is a maskconver run and --overwrite
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    other_args = [*args[:2], str(other), *args[3:]]
+    assert main(other_args) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert main([*other_args, "--overwrite"]) == 2
+    assert (other / "notes.txt").read_text() == "keep me"
 
 
 def test_calibration_plan_picks_the_fastest_setting() -> None:
@@ -220,6 +230,7 @@ def test_calibration_plan_picks_the_fastest_setting() -> None:
     assert Calibration(data=0.04, compute={1: 0.5, 2: 12.0}, eval_image=0.01).plan() == pytest.approx((1, 1, 0.5))
     # data-bound: the worker hides the step, 1 thread costs max(0.1, 0.3) = 0.3 < 0.08 + 0.3
     assert Calibration(data=0.3, compute={1: 0.1, 2: 0.08}, eval_image=0.01).plan() == pytest.approx((1, 1, 0.3))
-    # 8 minutes = 480 s, minus 4 evaluations of 5 s = 460 s, at 0.2 s per step = 2300 steps
-    assert budget_steps(8.0, 0.2, 5.0) == 2300
+    # 8 minutes = 480 s, minus 4 evaluations of 5 s = 460 s, times the 0.92 safety = 423.2 s,
+    # at 0.2 s per step = 2116 steps
+    assert budget_steps(8.0, 0.2, 5.0) == 2116
     assert budget_steps(0.01, 1.0, 5.0) == 20  # never below MIN_STEPS

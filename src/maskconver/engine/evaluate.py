@@ -100,7 +100,7 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     bar = tqdm(
-        total=len(indices), desc="evaluate", unit="img", disable=not progress or rank != 0,
+        total=len(indices), desc="evaluate", unit="img", disable=not progress or rank != 0, leave=False,
         dynamic_ncols=True,
     )
     try:
