@@ -4,7 +4,7 @@ What it does, in order (everything lands in ``--output-dir``):
 
 1. loads the ``tiny`` preset (plus ``--set`` overrides) and sizes the step budget so that
    training takes about ``--minutes`` on this machine (a few training steps are timed first;
-   ``--no-calibrate`` scales the preset's 2-core-CPU budget instead);
+   ``--set train.max_steps=N`` fixes the budget instead);
 2. trains on the procedural synthetic scenes (``engine.train.train``): ``metrics.jsonl``,
    ``config.yaml``, ``checkpoints/`` (``best/`` = highest validation PQ);
 3. writes the synthetic validation split to ``data/`` in the COCO panoptic layout (lossless PNG
@@ -31,7 +31,6 @@ PRESET = "tiny"
 DEFAULT_OUTPUT = Path("runs/quickstart")
 DEFAULT_MINUTES = 8.0
 SECONDS_PER_MINUTE = 60.0
-PRESET_MINUTES = 8.0  # the tiny preset's train.max_steps is sized for 8 minutes on 2 CPU cores
 # Timed training steps per thread count before the budget is fixed. Thread counts are timed
 # because the best one depends on the load: on the 2-core CPU a tiny-preset step took 0.14 s with
 # two torch threads and 0.20 s with one when idle, but 12 s with two and 0.53 s with one while
@@ -76,10 +75,6 @@ def register(subparsers: Any) -> None:
         "quickstart run is always replaced)",
     )
     p.add_argument(
-        "--no-calibrate", action="store_true",
-        help="do not time a few steps here; scale the preset's step budget by --minutes instead",
-    )
-    p.add_argument(
         "--threads", type=int, default=None,
         help="torch CPU threads (default: time 1 thread + 1 loader worker against torch's default "
         "thread count and take the faster)",
@@ -122,10 +117,9 @@ def calibrate(cfg: Any, thread_counts: list[int], *, steps: int = CALIBRATION_ST
     """
     import torch
 
-    from maskconver.build import (
-        build_criterion, build_eval_transforms, build_model, build_postprocessor,
-        build_target_generator, build_train_transforms, resolve_num_classes,
-    )
+    from maskconver.build import build_criterion, build_eval_transforms, build_model
+    from maskconver.build import build_postprocessor, build_target_generator
+    from maskconver.build import build_train_transforms, resolve_num_classes
     from maskconver.data.loader import TrainSampleDataset, collate_train
     from maskconver.engine.data import build_dataset
     from maskconver.engine.optim import build_optimizer
@@ -185,15 +179,12 @@ def budget_steps(minutes: float, step_seconds: float, eval_seconds: float) -> in
     return max(MIN_STEPS, int(BUDGET_SAFETY * available / step_seconds))
 
 
-def quickstart_config(
-    minutes: float, overrides: list[str], *, threads: int | None = None, measure: bool = True
-) -> Any:
+def quickstart_config(minutes: float, overrides: list[str], *, threads: int | None = None) -> Any:
     """The tiny preset with a step budget for ``minutes`` (explicit ``--set`` values win).
 
-    With ``measure`` the step time is calibrated here (a few seconds) for ``threads`` torch
-    threads, or for 1 and the default count when ``threads`` is None, and the faster setting is
-    used; otherwise the preset's ``train.max_steps`` is scaled by ``minutes / PRESET_MINUTES``.
-    Sets the torch thread count as a side effect.
+    Unless ``train.max_steps`` is set, the step time is calibrated here (a few seconds) for
+    ``threads`` torch threads, or for 1 (plus a loader worker) and torch's default count when
+    ``threads`` is None, and the faster setting is used. Sets the torch thread count.
     """
     import torch
 
@@ -204,7 +195,7 @@ def quickstart_config(
     train, data = cfg.train, cfg.data
     counts = [threads] if threads else sorted({1, torch.get_num_threads()})
     chosen_threads, workers = counts[0], 1 if counts[0] == 1 else 0
-    if "train.max_steps" not in keys and measure:
+    if "train.max_steps" not in keys:
         cal = calibrate(cfg, counts)
         chosen_threads, workers, step_seconds = cal.plan()
         eval_seconds = cal.eval_image * data.synthetic_val
@@ -214,19 +205,16 @@ def quickstart_config(
         print(f"quickstart: {step_seconds:.2f} s per step here ({chosen_threads} torch thread(s), "
               f"{workers} loader worker(s)), {eval_seconds:.1f} s per evaluation: "
               f"{train.max_steps} steps fit in {minutes:g} minutes")
-    elif "train.max_steps" not in keys:
-        train = dataclasses.replace(
-            train, max_steps=max(MIN_STEPS, round(train.max_steps * minutes / PRESET_MINUTES))
-        )
     torch.set_num_threads(chosen_threads)
-    if "train.warmup_steps" not in keys:
-        cap = int(WARMUP_FRACTION * train.max_steps)
-        train = dataclasses.replace(train, warmup_steps=min(train.warmup_steps, cap))
-    if "train.eval_every" not in keys:
-        every = max(1, -(-train.max_steps // EVALS_DURING_TRAINING))
-        train = dataclasses.replace(train, eval_every=every)
-    if "train.ckpt_every" not in keys:
-        train = dataclasses.replace(train, ckpt_every=train.eval_every)
+    every = max(1, -(-train.max_steps // EVALS_DURING_TRAINING))
+    defaults = {
+        "warmup_steps": min(train.warmup_steps, int(WARMUP_FRACTION * train.max_steps)),
+        "eval_every": every,
+        "ckpt_every": every,
+    }
+    train = dataclasses.replace(
+        train, **{k: v for k, v in defaults.items() if f"train.{k}" not in keys}
+    )
     if "data.num_workers" not in keys:
         data = dataclasses.replace(data, num_workers=workers)
     return dataclasses.replace(cfg, train=train, data=data)
@@ -274,9 +262,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(problem)
     threads_before = torch.get_num_threads()
     try:
-        cfg = quickstart_config(
-            args.minutes, list(args.overrides), threads=args.threads, measure=not args.no_calibrate
-        )
+        cfg = quickstart_config(args.minutes, list(args.overrides), threads=args.threads)
         if cfg.data.root is not None:
             return _fail("the quickstart trains on synthetic data; use `maskconver train "
                          "--data-root` for a dataset")
@@ -333,8 +319,8 @@ def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
     files_metrics = evaluate_files(gt_json, gt_dir, pred_dir / "predictions.json", pred_dir / "panoptic")
     files_pq = float(files_metrics["all"]["pq"])
 
-    pictures = draw_heldout_pictures(model, run_cfg, categories, num_classes, out)
-    curves = plot_training_curves(out / "metrics.jsonl", out / "training_curves.png")
+    draw_heldout_pictures(model, run_cfg, categories, num_classes, out)
+    plot_training_curves(out / "metrics.jsonl", out / "training_curves.png")
     return {
         "pq": {split: metrics[split] for split in ("all", "things", "stuff")},
         "per_class": metrics.get("per_class", {}),
@@ -347,7 +333,6 @@ def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
             "batch_size": cfg.train.batch_size,
             "input_size": list(cfg.augment.input_size),
             "seconds": summary["train_seconds"],
-            "wall_time_s": summary["wall_time_s"],
             "images_per_s": summary["images_per_s"],
             "torch_threads": torch.get_num_threads(),
             "loader_workers": cfg.data.num_workers,
@@ -358,20 +343,11 @@ def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
             "seconds": metrics["seconds"],
             "images_per_s": metrics["images"] / max(metrics["seconds"], 1e-9),
         },
-        "paths": {
-            "checkpoint": str(checkpoint),
-            "val_data": str(data_root),
-            "val_predictions": str(pred_dir),
-            "pictures": str(pictures),
-            "training_curves": str(curves),
-            "metrics_jsonl": str(out / "metrics.jsonl"),
-        },
+        "checkpoint": str(checkpoint),
     }
 
 
-def draw_heldout_pictures(
-    model: Any, cfg: Any, categories: Any, num_classes: int, out: Path
-) -> Path:
+def draw_heldout_pictures(model: Any, cfg: Any, categories: Any, num_classes: int, out: Path) -> None:
     """Predict held-out synthetic scenes; save inputs, overlays and GT-vs-prediction pictures."""
     from maskconver.build import build_eval_transforms, build_postprocessor
     from maskconver.data.image_io import save_image
@@ -402,7 +378,6 @@ def draw_heldout_pictures(
             pictures / f"{name}_gt_vs_pred.jpg",
             side_by_side(image, gt, sample.segments, predicted, pred.segments, categories),
         )
-    return pictures
 
 
 def _enlarge(array: Any) -> Any:
@@ -420,7 +395,7 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
     for split in ("all", "things", "stuff"):
         m = results["pq"][split]
         lines.append(f"  {split:<7} {_percent(m['pq'])}  {_percent(m['sq'])}  {_percent(m['rq'])}")
-    t, e, paths = results["train"], results["eval"], results["paths"]
+    t, e = results["train"], results["eval"]
     check = results["files_check"]
     lines += [
         "",
@@ -430,13 +405,13 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
         f" saved-file PQ {'agrees' if check['agrees'] else 'DIFFERS'} ({_percent(check['pq']).strip()})",
         f"  wall time: {results['wall_time_s'] / 60:.1f} min",
         "",
-        f"  checkpoint:       {paths['checkpoint']}",
-        f"  val predictions:  {paths['val_predictions']} (COCO panoptic, GT in {paths['val_data']})",
-        f"  pictures:         {paths['pictures']}/",
-        f"  training curves:  {paths['training_curves']}",
+        f"  checkpoint:       {results['checkpoint']}",
+        f"  val predictions:  {out / 'val_predictions'} (COCO panoptic, GT in {out / 'data'})",
+        f"  pictures:         {out / 'pictures'}/",
+        f"  training curves:  {out / 'training_curves.png'}",
         f"  metrics:          {out / 'metrics.json'}",
         "",
         "  next: maskconver predict --checkpoint "
-        f"{paths['checkpoint']} --input {out / 'heldout'} --output {out / 'predict'}",
+        f"{results['checkpoint']} --input {out / 'heldout'} --output {out / 'predict'}",
     ]
     print("\n".join(lines))
