@@ -134,6 +134,63 @@ def test_train_evaluate_files_and_hotcoco_agree(
     assert sum(fp for _, fp, _ in counts(from_model).values()) > 0
 
 
+SHARDED_EVAL = """
+import json, sys
+import torch.distributed as dist
+from maskconver.data.coco_panoptic import CocoPanopticDataset
+from maskconver.engine.checkpoint import load_model
+from maskconver.engine.distributed import init_distributed
+from maskconver.engine.evaluate import evaluate_model
+
+info = init_distributed("cpu")
+model, cfg, categories, num_classes = load_model(sys.argv[1])
+dataset = CocoPanopticDataset(sys.argv[2], "val2017")
+metrics = evaluate_model(model, dataset, cfg=cfg, categories=categories, num_classes=num_classes,
+                         batch_size=1, progress=False)
+with open(f"{sys.argv[3]}.rank{info.rank}.json", "w") as f:
+    json.dump(metrics, f)
+dist.destroy_process_group()
+"""
+
+
+def test_sharded_evaluation_over_two_processes_equals_one(
+    user_dataset: Path, trained_run: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from maskconver.engine.checkpoint import load_model
+    from maskconver.engine.evaluate import evaluate_model
+
+    checkpoint = trained_run / "checkpoints" / "best"
+    model, cfg, categories, num_classes = load_model(checkpoint)
+    single = evaluate_model(
+        model, CocoPanopticDataset(user_dataset, "val2017"), cfg=cfg, categories=categories,
+        num_classes=num_classes, progress=False,
+    )
+    script = tmp_path / "sharded_eval.py"
+    script.write_text(SHARDED_EVAL)
+    # 3 images over 2 ranks: rank 0 takes images 0 and 2, rank 1 image 1; the states are summed
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(checkpoint), str(user_dataset), str(tmp_path / "metrics")],
+        capture_output=True, text=True, timeout=240, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rank in (0, 1):
+        sharded = json.loads((tmp_path / f"metrics.rank{rank}.json").read_text())
+        assert sharded["images"] == NUM_VAL
+        # counts are integers; IoU sums may differ in the last bit (another summation order)
+        for category, row in single["per_class"].items():
+            other = sharded["per_class"][category]
+            assert [other[k] for k in ("tp", "fp", "fn")] == [row[k] for k in ("tp", "fp", "fn")]
+            np.testing.assert_allclose([other[k] for k in ("pq", "sq", "rq")],
+                                       [row[k] for k in ("pq", "sq", "rq")], rtol=0, atol=TOLERANCE)
+        for split, values in _split_scores(sharded).items():
+            np.testing.assert_allclose(values, _split_scores(single)[split], rtol=0, atol=TOLERANCE)
+
+
 def test_evaluate_checkpoint_errors_exit_2(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope"
     assert main(["evaluate", "--checkpoint", str(missing), "--data-root", str(tmp_path)]) == 2

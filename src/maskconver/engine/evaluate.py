@@ -45,9 +45,12 @@ class PanopticDataset(Protocol):
     def __getitem__(self, index: int) -> PanopticSample: ...
 
 
-def _reduce_state(state: torch.Tensor) -> torch.Tensor:
-    """Sum a ``PanopticQuality.state()`` (float64 ``[num_categories, 4]``) over ranks."""
-    return all_reduce_sum(state.clone())
+def _reduce_state(state: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """Sum a ``PanopticQuality.state()`` (float64 ``[num_categories, 4]``) over ranks.
+
+    The sum runs on the evaluation device (NCCL reduces CUDA tensors only).
+    """
+    return all_reduce_sum(state.to(device)).cpu()
 
 
 def evaluate_model(
@@ -122,7 +125,7 @@ def evaluate_model(
     if writer is not None:
         writer.close()
     if world > 1:
-        metric.load_state(_reduce_state(metric.state()))
+        metric.load_state(_reduce_state(metric.state(), device))
     results = dict(metric.compute())
     results["images"] = total
     results["seconds"] = time.perf_counter() - start_time
