@@ -3,7 +3,8 @@
 Four synthetic scenes, no augmentation (no flip, scale jitter fixed at 1, scenes already at the
 input size), no EMA: after training, PQ on those same four images must reach 0.9. A bug anywhere
 in targets, losses, teacher forcing, peak finding, the panoptic merge or the category mapping
-keeps PQ far below that.
+keeps PQ far below that. Measured: 0.975 (one small triangle missed) after 800 steps, about
+2 minutes on the 2-core CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ OVERFIT = [
     "train.eval_every=0",
     "train.log_every=50",
     "train.ckpt_every=800",
+    "targets.mask_stride=1",  # mask loss at full resolution: SQ 0.81 -> 0.94 on the crosses
     # centers and mask features at stride 4: at stride 8 (12 x 12 cells for 96 px) chains of
     # touching same-class crosses merge and PQ stalls near 0.85 however long it trains
     "model.level=2",
