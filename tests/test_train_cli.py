@@ -46,6 +46,7 @@ def test_train_smoke_writes_run_and_loadable_checkpoint(
     assert summary["steps"] == 2 and summary["images_per_s"] > 0
     assert set(summary["final_losses"]) >= {"loss", "loss_center", "loss_bce", "loss_dice"}
     assert (run / "config.yaml").is_file()
+    assert (run / "training_curves.png").stat().st_size > 0  # curves drawn at the end of train()
     records = read_metrics(run)
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
     assert [r["step"] for r in records if r["kind"] == "eval"] == [2]

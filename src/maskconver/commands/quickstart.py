@@ -290,7 +290,6 @@ def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
     from maskconver.data.synthetic import write_synthetic_dataset
     from maskconver.engine.checkpoint import load_model
     from maskconver.engine.evaluate import evaluate_model
-    from maskconver.engine.plots import plot_training_curves
     from maskconver.engine.train import train
     from maskconver.evaluation.pq_files import evaluate_files
 
@@ -319,8 +318,7 @@ def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
     files_metrics = evaluate_files(gt_json, gt_dir, pred_dir / "predictions.json", pred_dir / "panoptic")
     files_pq = float(files_metrics["all"]["pq"])
 
-    draw_heldout_pictures(model, run_cfg, categories, num_classes, out)
-    plot_training_curves(out / "metrics.jsonl", out / "training_curves.png")
+    draw_heldout_pictures(model, run_cfg, categories, num_classes, out)  # train() drew the curves
     return {
         "pq": {split: metrics[split] for split in ("all", "things", "stuff")},
         "per_class": metrics.get("per_class", {}),

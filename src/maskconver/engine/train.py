@@ -54,6 +54,7 @@ from maskconver.engine.data import build_dataset, check_same_categories
 from maskconver.engine.ema import ModelEma
 from maskconver.engine.logging import MetricLogger
 from maskconver.engine.optim import build_optimizer, lr_at, set_lr
+from maskconver.engine.plots import plot_training_curves
 from maskconver.outputs import MaskConverOutput
 
 BEST_METRIC = "pq"
@@ -385,6 +386,8 @@ def train(
                 dist_utils.barrier()
         bar.close()
         log.close()
+        if info.is_main:
+            plot_training_curves(output_dir / "metrics.jsonl", output_dir / "training_curves.png")
         all_pq = metrics.get("all", {}).get(BEST_METRIC) if metrics else None
         return {
             "steps": max(end_step, start_step),
