@@ -281,12 +281,12 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path: Path, capsys: pytest
 def test_calibration_plan_picks_the_fastest_setting() -> None:
     from maskconver.commands.quickstart import Calibration, budget_steps
 
-    # idle: 2 threads inline = 0.10 + 0.04 = 0.14 s beats 1 thread + worker = max(0.16, 0.04)
+    # idle: 2 threads = 0.10 + 0.04 = 0.14 s beats 1 thread = 0.16 + 0.04 = 0.20 s
     assert Calibration(data=0.04, compute={1: 0.16, 2: 0.10}, eval_image=0.01).plan() == pytest.approx((2, 0, 0.14))
-    # loaded: 2 threads spin (12 s); 1 thread + worker = max(0.5, 0.04) = 0.5 s
-    assert Calibration(data=0.04, compute={1: 0.5, 2: 12.0}, eval_image=0.01).plan() == pytest.approx((1, 1, 0.5))
-    # data-bound: the worker hides the step, 1 thread costs max(0.1, 0.3) = 0.3 < 0.08 + 0.3
-    assert Calibration(data=0.3, compute={1: 0.1, 2: 0.08}, eval_image=0.01).plan() == pytest.approx((1, 1, 0.3))
+    # loaded: 2 threads spin (12 s); 1 thread = 0.5 + 0.04 = 0.54 s, plus an uncredited worker
+    assert Calibration(data=0.04, compute={1: 0.5, 2: 12.0}, eval_image=0.01).plan() == pytest.approx((1, 1, 0.54))
+    # a single timed count is taken as is: 2 + 1 = 3 s
+    assert Calibration(data=1.0, compute={2: 2.0}, eval_image=0.01).plan() == pytest.approx((2, 0, 3.0))
     # 8 minutes = 480 s, minus 4 evaluations of 5 s = 460 s, times the 0.92 safety = 423.2 s,
     # at 0.2 s per step = 2116 steps
     assert budget_steps(8.0, 0.2, 5.0) == 2116
