@@ -101,6 +101,19 @@ def test_config_show_prints_resolved_yaml(capsys: pytest.CaptureFixture[str]) ->
     assert shown["train"]["lr"] == 0.25
 
 
+def test_one_set_takes_several_overrides_and_repeats_accumulate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["config", "show", "tiny", "--set", "train.lr=0.25", "train.max_steps=7",
+            "--set", "model.num_proposals=9"]
+    args = parser().parse_args(argv)
+    assert args.overrides == ["train.lr=0.25", "train.max_steps=7", "model.num_proposals=9"]
+    assert args.func(args) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert (shown["train"]["lr"], shown["train"]["max_steps"]) == (0.25, 7)
+    assert shown["model"]["num_proposals"] == 9
+
+
 def test_config_show_bad_key_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     args = parser().parse_args(["config", "show", "tiny", "--set", "model.hed=1"])
     assert args.func(args) == 2

@@ -47,7 +47,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
         help="config override, e.g. model.num_proposals=100 (repeatable)",

@@ -32,7 +32,8 @@ def register(subparsers: Any) -> None:
     show.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
         help="config override (repeatable)",

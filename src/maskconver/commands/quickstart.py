@@ -68,8 +68,8 @@ def register(subparsers: Any) -> None:
         "preset's fixed train.max_steps, which reproduces the reported PQ)",
     )
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="config override on top of the tiny preset, e.g. --set train.lr=0.003 (repeatable)",
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+        help="config override on top of the tiny preset, e.g. --set train.lr=0.003 (several may follow one --set; repeatable)",
     )
     p.add_argument(
         "--overwrite", action="store_true",

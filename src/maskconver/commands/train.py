@@ -39,8 +39,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", required=True, help="preset name (e.g. tiny) or path to a YAML file")
     p.add_argument("--data-root", default=None, help="COCO panoptic root (default: synthetic data)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.max_steps=100 (repeatable)",
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=100 (several may follow one --set; repeatable)",
     )
     p.add_argument("--output-dir", required=True, type=Path, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
