@@ -91,3 +91,18 @@ def synthetic_coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root, train=COCO_TRAIN_IMAGES, val=COCO_VAL_IMAGES, seed=0, progress=False
     )
     return root
+
+
+# Overrides for a 64 px tiny-preset run of a few steps whose untrained proposals still become
+# segments (MaskFormer merge with every threshold at 0), shared by the end-to-end tests.
+SMALL_UNTRAINED_RUN = [
+    "train.batch_size=2",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "augment.input_size=[64, 64]",
+    "eval.input_size=64",
+    "postprocess.merge=maskformer",
+    "postprocess.object_threshold=0.0",
+    "postprocess.mask_threshold=0.0",
+    "postprocess.overlap_threshold=0.0",
+]

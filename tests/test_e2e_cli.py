@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SMALL_UNTRAINED_RUN
 from maskconver.cli import main
 from maskconver.data.coco_panoptic import CocoPanopticDataset, standard_paths
 from maskconver.data.panoptic_png import read_panoptic_png
@@ -28,18 +29,7 @@ TOLERANCE = 1e-9
 CROWD_PROB = 0.4
 NUM_TRAIN, NUM_VAL = 4, 3
 SIZE_RANGE = (40, 56)
-TRAIN_OVERRIDES = [
-    "train.max_steps=3",
-    "train.batch_size=2",
-    "train.warmup_steps=1",
-    "train.log_every=1",
-    "augment.input_size=[64, 64]",
-    "eval.input_size=64",
-    "postprocess.merge=maskformer",
-    "postprocess.object_threshold=0.0",
-    "postprocess.mask_threshold=0.0",
-    "postprocess.overlap_threshold=0.0",
-]
+TRAIN_OVERRIDES = ["train.max_steps=3", *SMALL_UNTRAINED_RUN]
 
 
 @pytest.fixture(scope="module")

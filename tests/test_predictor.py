@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SMALL_UNTRAINED_RUN
 from maskconver.config import load_config
 from maskconver.data.image_io import ImageReadError
 from maskconver.outputs import PanopticPrediction
@@ -20,20 +21,11 @@ from maskconver.predictor import Predictor, as_rgb_array
 
 TINY_RUN = [
     "train.max_steps=2",
-    "train.batch_size=2",
-    "train.warmup_steps=1",
-    "train.log_every=1",
     "data.synthetic_train=4",
     "data.synthetic_val=2",
     "data.synthetic_min_size=48",
     "data.synthetic_max_size=64",
-    "augment.input_size=[64, 64]",
-    "eval.input_size=64",
-    # every proposal that wins a pixel becomes a segment, even with untrained weights
-    "postprocess.merge=maskformer",
-    "postprocess.object_threshold=0.0",
-    "postprocess.mask_threshold=0.0",
-    "postprocess.overlap_threshold=0.0",
+    *SMALL_UNTRAINED_RUN,
 ]
 
 
