@@ -194,18 +194,24 @@ def main(argv: list[str] | None = None) -> int:
                 cpu[name].append(time.process_time() - start_cpu)
 
     n = args.num_images
-    print(f"\n{n} images {args.height}x{args.width}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, median of {args.repeats} interleaved runs")
+    print(
+        f"\n{n} images {args.height}x{args.width}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}, median of {args.repeats} interleaved runs"
+    )
     decoder = f"pyspng {panoptic_png.pyspng.__version__}" if panoptic_png.pyspng else "Pillow"
     print(f"  maskconver PNG decoder: {decoder}")
-    print(f"  {'evaluator':38s} {'wall s':>7s} {'ms/img':>7s} {'vs official':>11s}"
-          f" {'CPU ms/img':>10s}   wall runs")
+    print(
+        f"  {'evaluator':38s} {'wall s':>7s} {'ms/img':>7s} {'vs official':>11s}"
+        f" {'CPU ms/img':>10s}   wall runs"
+    )
     official = statistics.median(wall[OFFICIAL]) if OFFICIAL in wall else float("nan")
     for name, ts in wall.items():
         median = statistics.median(ts)
         cpu_ms = f"{1e3 * statistics.median(cpu[name]) / n:10.2f}" if name in cpu else " " * 10
-        print(f"  {name:38s} {median:7.2f} {1e3 * median / n:7.2f} {official / median:10.2f}x"
-              f" {cpu_ms}   {', '.join(f'{t:.2f}' for t in ts)}")
+        print(
+            f"  {name:38s} {median:7.2f} {1e3 * median / n:7.2f} {official / median:10.2f}x"
+            f" {cpu_ms}   {', '.join(f'{t:.2f}' for t in ts)}"
+        )
     one_core = "panopticapi single core (in-process)"
     if one_core in cpu:
         ratio = statistics.median(cpu[one_core]) / statistics.median(cpu["maskconver (1 process)"])

@@ -218,9 +218,14 @@ def test_resnet50_matches_torchvision_without_fc() -> None:
     keys = backbone.state_dict().keys()
     # 16 bottlenecks x (3 convs + 3 BN x 5 entries) = 288, 4 projections x 6 = 24, stem 6.
     assert len(keys) == 16 * 18 + 4 * 6 + 6
-    for key in ("conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight",
-                "layer1.0.downsample.1.num_batches_tracked", "layer3.5.bn2.bias",
-                "layer4.2.conv3.weight"):
+    for key in (
+        "conv1.weight",
+        "bn1.running_var",
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.num_batches_tracked",
+        "layer3.5.bn2.bias",
+        "layer4.2.conv3.weight",
+    ):
         assert key in keys
     # v1.5: the stride sits on the 3x3 conv.
     assert backbone.layer2[0].conv1.stride == (1, 1) and backbone.layer2[0].conv2.stride == (2, 2)
@@ -276,8 +281,9 @@ def test_resnet_unet_top_down_path_reaches_the_finest_output() -> None:
     images = torch.randn(1, 3, 65, 65)
     with torch.no_grad():
         before = unet(images)
-        # Only the L5 lateral changes (an add: LayerNorm would undo a pure scale).
-        unet.levels[0].lateral[0].weight.add_(0.1)
+        # Only the L5 lateral changes, in ONE output channel: a change shared by every channel
+        # (a scale, or the same add to every weight) is undone by the channel LayerNorm.
+        unet.levels[0].lateral[0].weight[0].add_(0.1)
         after = unet(images)
     torch.testing.assert_close(after[0], before[0])  # C2 is the raw ResNet map
     assert (after[1] - before[1]).abs().max() > 1e-4  # U3 sees L5 through the top-down path

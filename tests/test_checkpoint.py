@@ -43,7 +43,9 @@ class _Arbitrary:
 
 def _net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)
+    )
 
 
 def _trained(steps: int = 2) -> tuple[nn.Module, ModelEma, torch.optim.Optimizer]:
@@ -209,8 +211,14 @@ def test_load_model_rebuilds_tiny_model_with_identical_outputs(tmp_path: Path) -
             p.add_(0.01)
     ema.update(model, step=0)  # EMA = halfway between init and the current weights
     path = save_checkpoint(
-        tmp_path, model=model, ema=ema, optimizer=None, step=1, config=cfg,
-        categories=CATEGORIES, num_classes=2,
+        tmp_path,
+        model=model,
+        ema=ema,
+        optimizer=None,
+        step=1,
+        config=cfg,
+        categories=CATEGORIES,
+        num_classes=2,
     )
     images = torch.rand(1, 3, 64, 64) * 255
     model.eval()

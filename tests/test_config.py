@@ -104,8 +104,16 @@ def test_config_show_prints_resolved_yaml(capsys: pytest.CaptureFixture[str]) ->
 def test_one_set_takes_several_overrides_and_repeats_accumulate(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    argv = ["config", "show", "tiny", "--set", "train.lr=0.25", "train.max_steps=7",
-            "--set", "model.num_proposals=9"]
+    argv = [
+        "config",
+        "show",
+        "tiny",
+        "--set",
+        "train.lr=0.25",
+        "train.max_steps=7",
+        "--set",
+        "model.num_proposals=9",
+    ]
     args = parser().parse_args(argv)
     assert args.overrides == ["train.lr=0.25", "train.max_steps=7", "model.num_proposals=9"]
     assert args.func(args) == 0

@@ -114,7 +114,9 @@ def _edit_json(root: Path, edit: Any) -> None:
 # ---------------------------------------------------------------- image_io
 
 
-@pytest.mark.parametrize("kind", ["rgb", "gray", "rgba", "palette", "gray16", "gray_alpha", "int32"])
+@pytest.mark.parametrize(
+    "kind", ["rgb", "gray", "rgba", "palette", "gray16", "gray_alpha", "int32"]
+)
 def test_load_image_modes(tmp_path: Path, kind: str) -> None:
     suffix = ".tiff" if kind == "int32" else ".png"  # PNG stores mode I as 16 bit
     expected = _write_image(tmp_path / f"{kind}{suffix}", kind)

@@ -1,4 +1,4 @@
-"""Two CPU processes (torchrun, gloo, gradient accumulation) train 3 steps; weights stay identical."""
+"""Two CPU processes (torchrun, gloo, gradient accumulation) train 3 steps; weights agree."""
 
 from __future__ import annotations
 
@@ -109,8 +109,19 @@ def test_two_process_training_keeps_weights_identical(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_under_torchrun(tmp_path: Path) -> None:
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "maskconver", "train", "--config", "tiny", "--output-dir", str(tmp_path / "run"),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "maskconver",
+        "train",
+        "--config",
+        "tiny",
+        "--output-dir",
+        str(tmp_path / "run"),
         "--no-progress",
     ]
     for item in OVERRIDES:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SMALL_UNTRAINED_RUN
+
 from maskconver.cli import main
 from maskconver.data.coco_panoptic import CocoPanopticDataset, standard_paths
 from maskconver.data.panoptic_png import read_panoptic_png
@@ -36,10 +36,17 @@ TRAIN_OVERRIDES = ["train.max_steps=3", *SMALL_UNTRAINED_RUN]
 def user_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A COCO panoptic dataset on disk (lossless PNG images) with crowd and void."""
     root = tmp_path_factory.mktemp("user_coco")
-    for split, count, stream in (("train2017", NUM_TRAIN, TRAIN_STREAM), ("val2017", NUM_VAL, VAL_STREAM)):
+    for split, count, stream in (
+        ("train2017", NUM_TRAIN, TRAIN_STREAM),
+        ("val2017", NUM_VAL, VAL_STREAM),
+    ):
         source = SyntheticPanoptic(
-            count, seed=5, min_size=SIZE_RANGE[0], max_size=SIZE_RANGE[1],
-            crowd_prob=CROWD_PROB, stream=stream,
+            count,
+            seed=5,
+            min_size=SIZE_RANGE[0],
+            max_size=SIZE_RANGE[1],
+            crowd_prob=CROWD_PROB,
+            stream=stream,
         )
         samples = [source[i] for i in range(count)]
         for sample in samples:  # user-style ids: large and unrelated to the index
@@ -51,7 +58,16 @@ def user_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained_run(user_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run")
-    args = ["train", "--config", "tiny", "--data-root", str(user_dataset), "--output-dir", str(run), "--no-progress"]
+    args = [
+        "train",
+        "--config",
+        "tiny",
+        "--data-root",
+        str(user_dataset),
+        "--output-dir",
+        str(run),
+        "--no-progress",
+    ]
     for item in TRAIN_OVERRIDES:
         args += ["--set", item]
     assert main(args) == 0
@@ -69,7 +85,10 @@ def test_dataset_is_user_like(user_dataset: Path) -> None:
 
 
 def _split_scores(metrics: dict) -> dict[str, tuple[float, float, float]]:
-    return {k: (metrics[k]["pq"], metrics[k]["sq"], metrics[k]["rq"]) for k in ("all", "things", "stuff")}
+    return {
+        k: (metrics[k]["pq"], metrics[k]["sq"], metrics[k]["rq"])
+        for k in ("all", "things", "stuff")
+    }
 
 
 def test_train_evaluate_files_and_hotcoco_agree(
@@ -79,18 +98,34 @@ def test_train_evaluate_files_and_hotcoco_agree(
     assert checkpoint.is_dir()
     preds = tmp_path / "preds"
     model_json = tmp_path / "model_metrics.json"
-    assert main([
-        "evaluate", "--checkpoint", str(checkpoint), "--data-root", str(user_dataset),
-        "--save-predictions", str(preds), "--output", str(model_json),
-    ]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data-root",
+                str(user_dataset),
+                "--save-predictions",
+                str(preds),
+                "--output",
+                str(model_json),
+            ]
+        )
+        == 0
+    )
     _, gt_json, gt_dir = standard_paths(user_dataset, "val2017")
     pred_json, pred_dir = preds / "predictions.json", preds / "panoptic"
 
     # the saved predictions use the GT image ids and name their PNGs after the GT images
     saved = json.loads(pred_json.read_text())
     gt = json.loads(gt_json.read_text())
-    assert [a["image_id"] for a in saved["annotations"]] == [a["image_id"] for a in gt["annotations"]]
-    assert [a["file_name"] for a in saved["annotations"]] == [a["file_name"] for a in gt["annotations"]]
+    assert [a["image_id"] for a in saved["annotations"]] == [
+        a["image_id"] for a in gt["annotations"]
+    ]
+    assert [a["file_name"] for a in saved["annotations"]] == [
+        a["file_name"] for a in gt["annotations"]
+    ]
     predicted = [s for a in saved["annotations"] for s in a["segments_info"]]
     assert predicted, "opened-up thresholds must predict segments"
     assert {s["category_id"] for s in predicted} <= {1, 3, 7, 12, 20, 31, 44}
@@ -99,10 +134,24 @@ def test_train_evaluate_files_and_hotcoco_agree(
         assert ids == {s["id"] for s in ann["segments_info"]}
 
     files_json = tmp_path / "files_metrics.json"
-    assert main([
-        "evaluate", "--gt-json", str(gt_json), "--gt-dir", str(gt_dir),
-        "--pred-json", str(pred_json), "--pred-dir", str(pred_dir), "--output", str(files_json),
-    ]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--gt-json",
+                str(gt_json),
+                "--gt-dir",
+                str(gt_dir),
+                "--pred-json",
+                str(pred_json),
+                "--pred-dir",
+                str(pred_dir),
+                "--output",
+                str(files_json),
+            ]
+        )
+        == 0
+    )
 
     from hotcoco.panoptic import pq_compute
 
@@ -115,11 +164,19 @@ def test_train_evaluate_files_and_hotcoco_agree(
         "things": tuple(official["Things"][k] for k in ("pq", "sq", "rq")),
         "stuff": tuple(official["Stuff"][k] for k in ("pq", "sq", "rq")),
     }
-    for name, scores in (("model mode", _split_scores(from_model)), ("files mode", _split_scores(from_files))):
+    for name, scores in (
+        ("model mode", _split_scores(from_model)),
+        ("files mode", _split_scores(from_files)),
+    ):
         for split, values in scores.items():
-            np.testing.assert_allclose(values, expected[split], rtol=0, atol=TOLERANCE, err_msg=f"{name} {split}")
+            np.testing.assert_allclose(
+                values, expected[split], rtol=0, atol=TOLERANCE, err_msg=f"{name} {split}"
+            )
+
     # the two evaluations of ours also agree on every per-class count (TP, FP, FN)
-    counts = lambda m: {c: (v["tp"], v["fp"], v["fn"]) for c, v in m["per_class"].items()}  # noqa: E731
+    def counts(m: dict) -> dict:
+        return {c: (v["tp"], v["fp"], v["fn"]) for c, v in m["per_class"].items()}
+
     assert counts(from_model) == counts(from_files)
     assert sum(fp for _, fp, _ in counts(from_model).values()) > 0
 
@@ -156,16 +213,33 @@ def test_sharded_evaluation_over_two_processes_equals_one(
     checkpoint = trained_run / "checkpoints" / "best"
     model, cfg, categories, num_classes = load_model(checkpoint)
     single = evaluate_model(
-        model, CocoPanopticDataset(user_dataset, "val2017"), cfg=cfg, categories=categories,
-        num_classes=num_classes, progress=False,
+        model,
+        CocoPanopticDataset(user_dataset, "val2017"),
+        cfg=cfg,
+        categories=categories,
+        num_classes=num_classes,
+        progress=False,
     )
     script = tmp_path / "sharded_eval.py"
     script.write_text(SHARDED_EVAL)
     # 3 images over 2 ranks: rank 0 takes images 0 and 2, rank 1 image 1; the states are summed
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(script), str(checkpoint), str(user_dataset), str(tmp_path / "metrics")],
-        capture_output=True, text=True, timeout=240, env=dict(os.environ, OMP_NUM_THREADS="1"),
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(checkpoint),
+            str(user_dataset),
+            str(tmp_path / "metrics"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for rank in (0, 1):
@@ -175,13 +249,19 @@ def test_sharded_evaluation_over_two_processes_equals_one(
         for category, row in single["per_class"].items():
             other = sharded["per_class"][category]
             assert [other[k] for k in ("tp", "fp", "fn")] == [row[k] for k in ("tp", "fp", "fn")]
-            np.testing.assert_allclose([other[k] for k in ("pq", "sq", "rq")],
-                                       [row[k] for k in ("pq", "sq", "rq")], rtol=0, atol=TOLERANCE)
+            np.testing.assert_allclose(
+                [other[k] for k in ("pq", "sq", "rq")],
+                [row[k] for k in ("pq", "sq", "rq")],
+                rtol=0,
+                atol=TOLERANCE,
+            )
         for split, values in _split_scores(sharded).items():
             np.testing.assert_allclose(values, _split_scores(single)[split], rtol=0, atol=TOLERANCE)
 
 
-def test_evaluate_checkpoint_errors_exit_2(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_checkpoint_errors_exit_2(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nope"
     assert main(["evaluate", "--checkpoint", str(missing), "--data-root", str(tmp_path)]) == 2
     assert str(missing) in capsys.readouterr().err
@@ -201,10 +281,19 @@ def test_predict_writes_png_json_overlay_and_skips_bad_files(
     (inputs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (inputs / "notes.txt").write_text("ignored: not an image suffix")
     out = tmp_path / "predictions"
-    code = main([
-        "predict", "--checkpoint", str(trained_run / "checkpoints" / "best"),
-        "--input", str(inputs), "--output", str(out), "--batch-size", "2",
-    ])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(trained_run / "checkpoints" / "best"),
+            "--input",
+            str(inputs),
+            "--output",
+            str(out),
+            "--batch-size",
+            "2",
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "1 image(s) could not be read" in err
@@ -225,19 +314,36 @@ def test_predict_writes_png_json_overlay_and_skips_bad_files(
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     (only_bad / "x.png").write_bytes(b"junk")
-    assert main([
-        "predict", "--checkpoint", str(trained_run / "checkpoints" / "best"),
-        "--input", str(only_bad), "--output", str(tmp_path / "p2"), "--no-overlay",
-    ]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(trained_run / "checkpoints" / "best"),
+                "--input",
+                str(only_bad),
+                "--output",
+                str(tmp_path / "p2"),
+                "--no-overlay",
+            ]
+        )
+        == 1
+    )
 
 
-def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quickstart_end_to_end_with_a_tiny_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "qs"
     args = ["quickstart", "--output-dir", str(out), "--no-progress", "--threads", "1"]
     for item in [
-        "train.max_steps=2", "train.batch_size=2", "data.synthetic_val=3",
-        "data.synthetic_min_size=48", "data.synthetic_max_size=64",
-        "augment.input_size=[64, 64]", "eval.input_size=64",
+        "train.max_steps=2",
+        "train.batch_size=2",
+        "data.synthetic_val=3",
+        "data.synthetic_min_size=48",
+        "data.synthetic_max_size=64",
+        "augment.input_size=[64, 64]",
+        "eval.input_size=64",
     ]:
         args += ["--set", item]
     assert main(args) == 0
@@ -252,7 +358,11 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path: Path, capsys: pytest
     assert (out / "training_curves.png").is_file()
     assert (out / "val_predictions" / "predictions.json").is_file()
     assert len(list((out / "val_predictions" / "panoptic").glob("*.png"))) == 3
-    assert len(list((out / "pictures").glob("*_gt_vs_pred.jpg"))) == len(list((out / "heldout").glob("*.png"))) > 0
+    assert (
+        len(list((out / "pictures").glob("*_gt_vs_pred.jpg")))
+        == len(list((out / "heldout").glob("*.png")))
+        > 0
+    )
     # running again replaces the earlier quickstart run
     (out / "pictures" / "stale.jpg").write_bytes(b"old")
     assert main(args) == 0
@@ -269,14 +379,20 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path: Path, capsys: pytest
 
 
 def test_calibration_plan_picks_the_fastest_setting() -> None:
-    from maskconver.commands.quickstart import Calibration, budget_steps
+    from maskconver.engine.budget import Calibration, budget_steps
 
     # idle: 2 threads = 0.10 + 0.04 = 0.14 s beats 1 thread = 0.16 + 0.04 = 0.20 s
-    assert Calibration(data=0.04, compute={1: 0.16, 2: 0.10}, eval_image=0.01).plan() == pytest.approx((2, 0, 0.14))
+    assert Calibration(
+        data=0.04, compute={1: 0.16, 2: 0.10}, eval_image=0.01
+    ).plan() == pytest.approx((2, 0, 0.14))
     # loaded: 2 threads spin (12 s); 1 thread = 0.5 + 0.04 = 0.54 s, plus an uncredited worker
-    assert Calibration(data=0.04, compute={1: 0.5, 2: 12.0}, eval_image=0.01).plan() == pytest.approx((1, 1, 0.54))
+    assert Calibration(
+        data=0.04, compute={1: 0.5, 2: 12.0}, eval_image=0.01
+    ).plan() == pytest.approx((1, 1, 0.54))
     # a single timed count is taken as is: 2 + 1 = 3 s
-    assert Calibration(data=1.0, compute={2: 2.0}, eval_image=0.01).plan() == pytest.approx((2, 0, 3.0))
+    assert Calibration(data=1.0, compute={2: 2.0}, eval_image=0.01).plan() == pytest.approx(
+        (2, 0, 3.0)
+    )
     # 8 minutes = 480 s, minus 4 evaluations of 5 s = 460 s, times the 0.92 safety = 423.2 s,
     # at 0.2 s per step = 2116 steps
     assert budget_steps(8.0, 0.2, 5.0) == 2116

@@ -11,9 +11,9 @@ from torch import nn
 
 from maskconver.config import TrainConfig
 from maskconver.data.coco_panoptic import DatasetError
-from maskconver.data.loader import StepSampler, TrainSampleDataset, collate_train
 from maskconver.data.types import PanopticSample
 from maskconver.engine.ema import ModelEma
+from maskconver.engine.loader import StepSampler, TrainSampleDataset, collate_train
 from maskconver.engine.optim import build_optimizer, lr_at, param_groups
 from maskconver.targets.types import Targets
 
@@ -102,7 +102,9 @@ def test_lr_at_hand_values() -> None:
     assert lr_at(100, **kw, min_lr_ratio=0.1) == pytest.approx(0.1)
     # no warmup: step 0 is the full base lr
     assert lr_at(0, base_lr=0.04, warmup_steps=0, total_steps=10) == pytest.approx(0.04)
-    assert math.isclose(lr_at(25, base_lr=2.0, warmup_steps=0, total_steps=100), 1 + math.cos(math.pi / 4))
+    assert math.isclose(
+        lr_at(25, base_lr=2.0, warmup_steps=0, total_steps=100), 1 + math.cos(math.pi / 4)
+    )
     with pytest.raises(ValueError, match="total_steps"):
         lr_at(0, base_lr=1.0, warmup_steps=0, total_steps=0)
 
@@ -153,7 +155,9 @@ def test_param_groups_coverage() -> None:
 
 def test_sgd_l2_only_on_decay_group() -> None:
     net = _Net()
-    opt = build_optimizer(TrainConfig(optimizer="sgd", lr=0.1, weight_decay=0.01, momentum=0.9), net)
+    opt = build_optimizer(
+        TrainConfig(optimizer="sgd", lr=0.1, weight_decay=0.01, momentum=0.9), net
+    )
     w0 = net.pointwise.weight.detach().clone()
     b0 = net.pointwise.bias.detach().clone()
     for p in net.parameters():
@@ -219,14 +223,18 @@ class _Base:
         if index == self.bad:
             raise DatasetError(f"image id {index}: cannot read 000{index}.jpg")
         image = np.full((4, 4, 3), index, np.uint8)
-        return PanopticSample(image=image, panoptic=np.zeros((4, 4), np.int32), segments=[], image_id=index)
+        return PanopticSample(
+            image=image, panoptic=np.zeros((4, 4), np.int32), segments=[], image_id=index
+        )
 
 
 def _noise(sample: PanopticSample, rng: np.random.Generator) -> PanopticSample:
     """A 'transform' that records one rng draw in pixel (0, 0, 0)."""
     image = sample.image.copy()
     image[0, 0, 0] = rng.integers(256)
-    return PanopticSample(image=image, panoptic=sample.panoptic, segments=[], image_id=sample.image_id)
+    return PanopticSample(
+        image=image, panoptic=sample.panoptic, segments=[], image_id=sample.image_id
+    )
 
 
 def _targets(sample: PanopticSample) -> Targets:
@@ -256,7 +264,9 @@ def test_train_dataset_keyed_rng_is_reproducible() -> None:
 
 
 def test_bad_samples_propagate_or_are_skipped() -> None:
-    strict = TrainSampleDataset(_Base(4, bad=1), transforms=_noise, target_generator=_targets, seed=0)
+    strict = TrainSampleDataset(
+        _Base(4, bad=1), transforms=_noise, target_generator=_targets, seed=0
+    )
     with pytest.raises(DatasetError, match="0001.jpg"):
         strict[(0, 1)]
     lenient = TrainSampleDataset(

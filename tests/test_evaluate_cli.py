@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from test_pq import STUFF, THINGS, write_random_set
 
 from maskconver import cli
-from test_pq import STUFF, THINGS, write_random_set
 
 EXIT_BAD_INPUT = 2
 
@@ -21,8 +21,17 @@ def _only_evaluate(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _files_args(paths: tuple[Path, Path, Path, Path]) -> list[str]:
     gt_json, gt_dir, pred_json, pred_dir = paths
-    return ["evaluate", "--gt-json", str(gt_json), "--gt-dir", str(gt_dir),
-            "--pred-json", str(pred_json), "--pred-dir", str(pred_dir)]
+    return [
+        "evaluate",
+        "--gt-json",
+        str(gt_json),
+        "--gt-dir",
+        str(gt_dir),
+        "--pred-json",
+        str(pred_json),
+        "--pred-dir",
+        str(pred_dir),
+    ]
 
 
 def test_files_mode_prints_table_and_writes_metrics(
@@ -90,7 +99,8 @@ def test_mode_validation_is_an_argparse_error(
 
 
 def test_model_mode_calls_the_engine_with_the_parsed_args(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = pytest.importorskip("maskconver.engine.evaluate")
+    from maskconver.commands import evaluate as engine
+
     seen = {}
 
     def fake(args: object) -> int:
@@ -98,11 +108,26 @@ def test_model_mode_calls_the_engine_with_the_parsed_args(monkeypatch: pytest.Mo
         return 0
 
     monkeypatch.setattr(engine, "evaluate_checkpoint", fake)
-    argv = ["evaluate", "--checkpoint", "ckpt", "--data-root", "data", "--max-images", "3",
-            "--batch-size", "2", "--output", "m.json"]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        "ckpt",
+        "--data-root",
+        "data",
+        "--max-images",
+        "3",
+        "--batch-size",
+        "2",
+        "--output",
+        "m.json",
+    ]
     assert cli.main(argv) == 0
     args = seen["args"]
     assert (args.checkpoint, args.data_root, args.max_images, args.batch_size, args.output) == (
-        "ckpt", "data", 3, 2, "m.json"
+        "ckpt",
+        "data",
+        3,
+        2,
+        "m.json",
     )
     assert args.split is None and args.save_predictions is None  # engine defaults apply

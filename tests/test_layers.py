@@ -152,9 +152,9 @@ def test_layer_norm_2d_equals_layer_norm_over_channels() -> None:
         norm.weight.normal_()
         norm.bias.normal_()
     x = torch.randn(2, 5, 7, 3) * 3 + 1
-    expected = F.layer_norm(
-        x.permute(0, 2, 3, 1), (5,), norm.weight, norm.bias, eps=1e-6
-    ).permute(0, 3, 1, 2)
+    expected = F.layer_norm(x.permute(0, 2, 3, 1), (5,), norm.weight, norm.bias, eps=1e-6).permute(
+        0, 3, 1, 2
+    )
     torch.testing.assert_close(norm(x), expected)
     # It is not GroupNorm(1, C), which would also pool over H and W.
     group = F.group_norm(x, 1, norm.weight, norm.bias, eps=1e-6)
@@ -245,11 +245,17 @@ def test_convnext_se_block_parameter_count_at_reference_width() -> None:
     hidden = 4 * dim  # 1536
     squeeze = max(1, int(hidden * 0.0625))  # 96
     expected = (
-        dim * 7 * 7 + dim  # depthwise 7x7 with bias: 19,200
+        dim * 7 * 7
+        + dim  # depthwise 7x7 with bias: 19,200
         + 2 * dim  # LayerNorm: 768
-        + dim * hidden + hidden  # pwconv1: 591,360
-        + hidden * squeeze + squeeze + squeeze * hidden + hidden  # SE: 296,544
-        + hidden * dim + dim  # pwconv2: 590,208
+        + dim * hidden
+        + hidden  # pwconv1: 591,360
+        + hidden * squeeze
+        + squeeze
+        + squeeze * hidden
+        + hidden  # SE: 296,544
+        + hidden * dim
+        + dim  # pwconv2: 590,208
         + dim  # layer scale: 384
     )
     assert expected == 1_498_464

@@ -131,8 +131,15 @@ def test_contract(name: str) -> None:
     assert out.scores.shape == out.classes.shape == out.center_indices.shape == (BATCH, k)
     assert all(x.shape[:2] == (BATCH, NUM_CLASSES) for x in out.center_logits)
     assert out.mask_logits.shape[:2] == (BATCH, k)
+    # the mask-feature map the logits come from (what training-only heads read)
+    assert out.pixel_embeddings is not None
+    assert out.pixel_embeddings.shape[0] == BATCH
+    assert out.pixel_embeddings.shape[-2:] == out.mask_logits.shape[-2:]
+    assert out.semantic_logits is None
     for a, b in zip(out, again):
-        if isinstance(a, tuple):
+        if a is None:
+            assert b is None
+        elif isinstance(a, tuple):
             assert all(torch.equal(x, y) for x, y in zip(a, b))
         else:
             assert torch.equal(a, b)

@@ -54,7 +54,10 @@ def test_overfit_four_images(tmp_path: Path) -> None:
     summary = train(cfg, tmp_path / "run", progress=False)
     model, run_cfg, categories, num_classes = load_model(summary["checkpoint"], use_ema=False)
     seen = SyntheticPanoptic(
-        NUM_IMAGES, seed=cfg.data.synthetic_seed, min_size=SCENE_SIZE, max_size=SCENE_SIZE,
+        NUM_IMAGES,
+        seed=cfg.data.synthetic_seed,
+        min_size=SCENE_SIZE,
+        max_size=SCENE_SIZE,
         stream=TRAIN_STREAM,
     )
     metrics = evaluate_model(

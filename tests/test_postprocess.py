@@ -1,4 +1,4 @@
-"""find_peaks / gather_embeddings on planted peaks and the panoptic merge on hand-built maps."""
+"""find_peaks / gather_at_centers on planted peaks and the panoptic merge on hand-built maps."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from maskconver.outputs import MaskConverOutput
 from maskconver.postprocess.panoptic import PanopticPostProcessor, rescale_logits
-from maskconver.postprocess.peaks import find_peaks, gather_embeddings
+from maskconver.postprocess.peaks import find_peaks, gather_at_centers
 
 NEG = float("-inf")  # sigmoid(-inf) == 0 exactly: background that is never a positive peak
 
@@ -92,12 +92,12 @@ def test_find_peaks_rejects_bad_k() -> None:
         find_peaks([], 1)
 
 
-def test_gather_embeddings_level_major_row_major() -> None:
+def test_gather_at_centers_level_major_row_major() -> None:
     # level 0: [1, 2, 2, 2] values 0..7 -> position p has embedding (p, 4 + p)
     # level 1: [1, 2, 1, 1] value (100, 200) at position 4
     lv0 = torch.arange(8.0).view(1, 2, 2, 2)
     lv1 = torch.tensor([100.0, 200.0]).view(1, 2, 1, 1)
-    out = gather_embeddings([lv0, lv1], torch.tensor([[3, 4, 0]]))
+    out = gather_at_centers([lv0, lv1], torch.tensor([[3, 4, 0]]))
     assert out.tolist() == [[[3.0, 7.0], [100.0, 200.0], [0.0, 4.0]]]
 
 

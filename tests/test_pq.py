@@ -47,14 +47,27 @@ def test_true_positives_thing_and_stuff() -> None:
     # sky: inter(2,6)=8, union=8+12-8=12 -> IoU 2/3, TP -> PQ=SQ=2/3
     # car: nothing anywhere -> excluded from every average
     assert out["per_class"]["1"] == {
-        "name": "person", "pq": 0.75, "sq": 0.75, "rq": 1.0, "tp": 1, "fp": 0, "fn": 0
+        "name": "person",
+        "pq": 0.75,
+        "sq": 0.75,
+        "rq": 1.0,
+        "tp": 1,
+        "fp": 0,
+        "fn": 0,
     }
     assert out["per_class"]["3"]["pq"] == pytest.approx(2 / 3, abs=1e-15)
     assert out["per_class"]["2"] == {
-        "name": "car", "pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": 0, "fp": 0, "fn": 0
+        "name": "car",
+        "pq": 0.0,
+        "sq": 0.0,
+        "rq": 0.0,
+        "tp": 0,
+        "fp": 0,
+        "fn": 0,
     }
-    assert out["all"] == pytest.approx({"pq": (0.75 + 2 / 3) / 2, "sq": (0.75 + 2 / 3) / 2,
-                                        "rq": 1.0, "n": 2})
+    assert out["all"] == pytest.approx(
+        {"pq": (0.75 + 2 / 3) / 2, "sq": (0.75 + 2 / 3) / 2, "rq": 1.0, "n": 2}
+    )
     assert out["things"] == {"pq": 0.75, "sq": 0.75, "rq": 1.0, "n": 1}
     assert out["stuff"]["n"] == 1 and out["stuff"]["pq"] == pytest.approx(2 / 3, abs=1e-15)
 
@@ -111,7 +124,13 @@ def test_crowd_region_of_same_class_ignores_prediction_and_is_never_fn() -> None
     # pred 5 (4 px): 3 px on the person crowd 9, 1 on sky -> (0 void + 3 crowd)/4 > 1/2
     out = score(gt, gts, pred, [seg(5, PERSON)])
     assert out["per_class"]["1"] == {
-        "name": "person", "pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": 0, "fp": 0, "fn": 0
+        "name": "person",
+        "pq": 0.0,
+        "sq": 0.0,
+        "rq": 0.0,
+        "tp": 0,
+        "fp": 0,
+        "fn": 0,
     }
     assert out["things"]["n"] == 0  # crowd alone never makes a category evaluable
     # a car on the person crowd: the crowd only covers its own class -> FP
@@ -170,8 +189,7 @@ def test_empty_splits_and_empty_images_do_not_crash() -> None:
 
 def test_state_merge_load_and_reset() -> None:
     images = [
-        (M("1 1 2 2"), [seg(1, PERSON), seg(2, SKY)], M("5 5 5 6"),
-         [seg(5, PERSON), seg(6, SKY)]),
+        (M("1 1 2 2"), [seg(1, PERSON), seg(2, SKY)], M("5 5 5 6"), [seg(5, PERSON), seg(6, SKY)]),
         (M("1 1 1 0"), [seg(1, CAR)], M("5 5 0 0"), [seg(5, CAR)]),
     ]
     both = PanopticQuality(CATS)
@@ -183,9 +201,7 @@ def test_state_merge_load_and_reset() -> None:
     assert state.dtype == torch.float64 and state.shape == (3, 4)
     # person: inter 2, union 3+2-2 = 3 -> IoU 2/3 TP; car: inter 2, union 2+3-2 = 3 -> 2/3 TP
     # sky: pred 6 (1 px) vs gt 2 (2 px): inter 1, union 2 -> 1/2, no match -> fp 1, fn 1
-    expected = torch.tensor(
-        [[2 / 3, 1, 0, 0], [2 / 3, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.float64
-    )
+    expected = torch.tensor([[2 / 3, 1, 0, 0], [2 / 3, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.float64)
     torch.testing.assert_close(state, expected, rtol=0, atol=1e-15)
     merged = PanopticQuality(CATS)
     merged.merge_state(parts[0].state())
@@ -228,17 +244,22 @@ def test_pair_counts_equal_a_brute_force_count(
     rng = np.random.default_rng(0)
     work = pq_module._Workspace()
     for _ in range(10):
-        gt_ids = np.sort(rng.choice(np.arange(1, MAX_PNG_ID), size=int(rng.integers(0, 200)),
-                                    replace=False))
-        pred_ids = np.sort(rng.choice(np.arange(1, MAX_PNG_ID), size=int(rng.integers(0, 200)),
-                                      replace=False))
+        gt_ids = np.sort(
+            rng.choice(np.arange(1, MAX_PNG_ID), size=int(rng.integers(0, 200)), replace=False)
+        )
+        pred_ids = np.sort(
+            rng.choice(np.arange(1, MAX_PNG_ID), size=int(rng.integers(0, 200)), replace=False)
+        )
         num_runs = int(rng.integers(1, 3000))
         unknown = [5 * MAX_PNG_ID, 123]  # not segments: must land in the unknown row
         gt = rng.choice(np.concatenate([gt_ids, [0], unknown]), size=num_runs).astype(np.uint32)
         pred = rng.choice(np.append(pred_ids, 0), size=num_runs).astype(np.uint32)
         gt, pred = np.repeat(gt, run_length), np.repeat(pred, run_length)
-        rows = np.where(np.isin(gt, gt_ids), np.searchsorted(gt_ids, gt) + 1,
-                        np.where(gt == 0, 0, len(gt_ids) + 1))
+        rows = np.where(
+            np.isin(gt, gt_ids),
+            np.searchsorted(gt_ids, gt) + 1,
+            np.where(gt == 0, 0, len(gt_ids) + 1),
+        )
         cols = np.where(pred == 0, 0, np.searchsorted(pred_ids, pred) + 1)
         expected = np.zeros((len(gt_ids) + 2, len(pred_ids) + 1), np.int64)
         np.add.at(expected, (rows, cols), 1)
@@ -309,11 +330,15 @@ def _random_gt(
         mask = (labels == cat) & (inst == key)
         ids[mask] = sid
         ys, xs = np.nonzero(mask)
-        segments.append({
-            "id": sid, "category_id": cat, "iscrowd": int(key in crowd_keys and cat in THINGS),
-            "area": int(mask.sum()),
-            "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1],
-        })
+        segments.append(
+            {
+                "id": sid,
+                "category_id": cat,
+                "iscrowd": int(key in crowd_keys and cat in THINGS),
+                "area": int(mask.sum()),
+                "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1],
+            }
+        )
     return ids, segments
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_UNTRAINED_RUN
 from PIL import Image
 
-from conftest import SMALL_UNTRAINED_RUN
 from maskconver.config import load_config
 from maskconver.data.image_io import ImageReadError
 from maskconver.outputs import PanopticPrediction
@@ -43,7 +43,9 @@ def predictor(checkpoint: Path) -> Predictor:
     return Predictor.from_checkpoint(checkpoint)
 
 
-def assert_consistent(pred: PanopticPrediction, shape: tuple[int, int], predictor: Predictor) -> None:
+def assert_consistent(
+    pred: PanopticPrediction, shape: tuple[int, int], predictor: Predictor
+) -> None:
     """Ids in the map == segment ids; areas, categories and thing flags agree with the map."""
     assert pred.panoptic.shape == shape
     assert pred.panoptic.dtype == np.int32
@@ -62,7 +64,7 @@ def test_checkpoint_attributes(predictor: Predictor) -> None:
     # the synthetic dataset's non-contiguous ids survive the round trip through the checkpoint
     assert [c.id for c in predictor.categories.categories] == [1, 3, 7, 12, 20, 31, 44]
     assert predictor.cfg.eval.input_size == 64
-    assert not predictor.model.training
+    assert not predictor.model.module.training
 
 
 def test_grayscale_odd_size_from_pil_and_file(predictor: Predictor, tmp_path: Path) -> None:
@@ -115,7 +117,9 @@ def test_as_rgb_array_conversions() -> None:
         as_rgb_array(rgba), np.array([[[200, 100, 50], [0, 0, 0], [40, 40, 40]]], dtype=np.uint8)
     )
     # float arrays in 0..255 are rounded
-    np.testing.assert_array_equal(as_rgb_array(np.full((1, 1, 3), 1.6)), np.full((1, 1, 3), 2, np.uint8))
+    np.testing.assert_array_equal(
+        as_rgb_array(np.full((1, 1, 3), 1.6)), np.full((1, 1, 3), 2, np.uint8)
+    )
 
 
 @pytest.mark.parametrize(

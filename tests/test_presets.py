@@ -219,7 +219,7 @@ def test_every_preset_builds_every_piece(name: str) -> None:
     model = meta_model(name, num_classes)
     assert model.center_head.classifier.out_channels == num_classes
     generator = build.build_target_generator(cfg, cats, num_classes)
-    assert build.build_criterion(cfg) is not None
+    assert build.build_criterion(cfg, 3) is not None
     post = build.build_postprocessor(cfg, cats, num_classes)
     assert post.class_to_category[cats.index(200)] == 200
     assert bool(post.is_thing_class[cats.index(90)]) and not bool(

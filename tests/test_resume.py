@@ -93,7 +93,12 @@ def test_fresh_run_refuses_checkpoints_and_resume_refuses_another_model(tmp_path
     with pytest.raises(FileExistsError, match="--resume"):
         train(_cfg("train.max_steps=1"), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="step_000001.*do not fit"):
-        train(_cfg("train.max_steps=2", "model.embedding_dim=16"), tmp_path, resume=True, progress=False)
+        train(
+            _cfg("train.max_steps=2", "model.embedding_dim=16"),
+            tmp_path,
+            resume=True,
+            progress=False,
+        )
 
 
 class _NaNAfter(nn.Module):
@@ -114,9 +119,11 @@ class _NaNAfter(nn.Module):
         return losses
 
 
-def test_non_finite_loss_stops_with_step_and_terms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_loss_stops_with_step_and_terms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = train_module.build_criterion
-    monkeypatch.setattr(train_module, "build_criterion", lambda cfg: _NaNAfter(real(cfg), 2))
+    monkeypatch.setattr(train_module, "build_criterion", lambda cfg, n: _NaNAfter(real(cfg, n), 2))
     with pytest.raises(NonFiniteLossError) as info:
         train(_cfg("train.max_steps=3", "train.ema=false"), tmp_path, progress=False)
     message = str(info.value)
@@ -140,7 +147,9 @@ def test_unreadable_coco_image_stops_or_is_skipped(
     # 4 steps x 2 images = 8 > 6 train images: every image, the broken one included, is drawn
     run = ["train.max_steps=4", "train.max_eval_images=1"]
     with pytest.raises(DatasetError, match=broken.stem):
-        train(_cfg(*run, "train.ema=false"), tmp_path / "strict", data_root=str(root), progress=False)
+        train(
+            _cfg(*run, "train.ema=false"), tmp_path / "strict", data_root=str(root), progress=False
+        )
     summary = train(
         _cfg(*run, "train.ema=false", "data.skip_bad_samples=true"),
         tmp_path / "lenient",

@@ -398,9 +398,7 @@ def test_multiscale_levels_duplicates_and_offsets() -> None:
 
 def test_multiscale_cap_is_over_all_levels_things_first() -> None:
     panoptic, segments = multiscale_map()
-    gen = make_generator(
-        center_strides=[4, 8], level_ranges=[(0, 3), (3, 100)], max_instances=4
-    )
+    gen = make_generator(center_strides=[4, 8], level_ranges=[(0, 3), (3, 100)], max_instances=4)
     targets = gen(make_sample(panoptic, segments))
     assert targets.num_instances == 4
     assert targets.classes.tolist() == [0, 1, 0, 0]  # the stuff slot is the one dropped

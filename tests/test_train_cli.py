@@ -14,16 +14,26 @@ from maskconver.engine.checkpoint import load_model
 from maskconver.engine.logging import read_metrics
 
 SMALL = [
-    "--set", "train.max_steps=2",
-    "--set", "train.batch_size=2",
-    "--set", "train.log_every=1",
-    "--set", "train.max_eval_images=1",
-    "--set", "augment.input_size=[64,64]",
-    "--set", "data.synthetic_train=4",
-    "--set", "data.synthetic_val=1",
-    "--set", "data.synthetic_min_size=64",
-    "--set", "data.synthetic_max_size=72",
-    "--set", "eval.input_size=64",
+    "--set",
+    "train.max_steps=2",
+    "--set",
+    "train.batch_size=2",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.max_eval_images=1",
+    "--set",
+    "augment.input_size=[64,64]",
+    "--set",
+    "data.synthetic_train=4",
+    "--set",
+    "data.synthetic_val=1",
+    "--set",
+    "data.synthetic_min_size=64",
+    "--set",
+    "data.synthetic_max_size=72",
+    "--set",
+    "eval.input_size=64",
 ]
 
 
@@ -57,19 +67,34 @@ def test_train_smoke_writes_run_and_loadable_checkpoint(
     assert outputs.mask_logits.shape[1] == cfg.model.num_proposals
 
     # --resume on a finished run trains nothing more and succeeds
-    code = main(["train", "--config", "tiny", "--output-dir", str(run), "--resume", "--no-progress", *SMALL])
+    code = main(
+        ["train", "--config", "tiny", "--output-dir", str(run), "--resume", "--no-progress", *SMALL]
+    )
     assert code == 0
 
 
 def test_bad_config_and_data_give_clear_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["train", "--config", "tiny", "--output-dir", str(tmp_path), "--set", "train.max_stpes=2"])
+    code = main(
+        ["train", "--config", "tiny", "--output-dir", str(tmp_path), "--set", "train.max_stpes=2"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "train.max_stpes" in err and "max_steps" in err  # names key + hint
     code = main(["train", "--config", "no_such_preset", "--output-dir", str(tmp_path)])
     assert code == 2 and "no_such_preset" in capsys.readouterr().err
     missing = tmp_path / "no_coco_here"
-    code = main(["train", "--config", "tiny", "--output-dir", str(tmp_path / "r"), "--data-root", str(missing), *SMALL])
+    code = main(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--output-dir",
+            str(tmp_path / "r"),
+            "--data-root",
+            str(missing),
+            *SMALL,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "DatasetError" in err and "no_coco_here" in err

@@ -10,14 +10,17 @@ import pytest
 from PIL import Image
 
 from maskconver import visualize as vis
+from maskconver.data.image_io import save_image
 from maskconver.data.types import Category, CategorySet, SegmentInfo
 
 RED_THING, PLAIN_THING, SKY = 4, 9, 17
-CATS = CategorySet([
-    Category(RED_THING, "apple", True, (200, 30, 30)),
-    Category(PLAIN_THING, "pear", True),  # no colour: a generated hue
-    Category(SKY, "sky", False, (90, 150, 230)),
-])
+CATS = CategorySet(
+    [
+        Category(RED_THING, "apple", True, (200, 30, 30)),
+        Category(PLAIN_THING, "pear", True),  # no colour: a generated hue
+        Category(SKY, "sky", False, (90, 150, 230)),
+    ]
+)
 
 
 def _scene() -> tuple[np.ndarray, np.ndarray, list[SegmentInfo]]:
@@ -26,8 +29,13 @@ def _scene() -> tuple[np.ndarray, np.ndarray, list[SegmentInfo]]:
     pan[:16] = 1
     pan[20:40, 0:14], pan[20:40, 16:30], pan[20:40, 32:46] = 11, 12, 13
     pan[20:40, 48:62] = 21
-    segs = [SegmentInfo(1, SKY), SegmentInfo(11, RED_THING), SegmentInfo(12, RED_THING),
-            SegmentInfo(13, RED_THING, iscrowd=True), SegmentInfo(21, PLAIN_THING)]
+    segs = [
+        SegmentInfo(1, SKY),
+        SegmentInfo(11, RED_THING),
+        SegmentInfo(12, RED_THING),
+        SegmentInfo(13, RED_THING, iscrowd=True),
+        SegmentInfo(21, PLAIN_THING),
+    ]
     image = np.full((48, 64, 3), 100, np.uint8)
     return image, pan, segs
 
@@ -109,16 +117,18 @@ def test_side_by_side_layout(tmp_path: Path) -> None:
     out = vis.side_by_side(image, pan, segs, pred, pred_segs, CATS)
     h, w = pan.shape
     assert out.shape == (vis.TITLE_HEIGHT + h, 3 * w + 2 * vis.PANEL_GAP, 3)
-    np.testing.assert_array_equal(out[vis.TITLE_HEIGHT:, :w], image)
+    np.testing.assert_array_equal(out[vis.TITLE_HEIGHT :, :w], image)
     x = w + vis.PANEL_GAP
-    np.testing.assert_array_equal(out[vis.TITLE_HEIGHT:, x : x + w],
-                                  vis.overlay(image, pan, segs, CATS))
+    np.testing.assert_array_equal(
+        out[vis.TITLE_HEIGHT :, x : x + w], vis.overlay(image, pan, segs, CATS)
+    )
     x = 2 * (w + vis.PANEL_GAP)
-    np.testing.assert_array_equal(out[vis.TITLE_HEIGHT:, x : x + w],
-                                  vis.overlay(image, pred, pred_segs, CATS))
+    np.testing.assert_array_equal(
+        out[vis.TITLE_HEIGHT :, x : x + w], vis.overlay(image, pred, pred_segs, CATS)
+    )
     assert (out[: vis.TITLE_HEIGHT] != vis.BACKGROUND).any()  # titles were written
     path = tmp_path / "sub" / "panel.png"
-    vis.save_image(path, out)
+    save_image(path, out)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), out)
     with pytest.raises(ValueError, match="uint8"):
-        vis.save_image(path, out.astype(np.float32))
+        save_image(path, out.astype(np.float32))

@@ -4,4 +4,4 @@ from maskconver.config import Config, load_config
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "load_config", "__version__"]
+__all__ = ["Config", "__version__", "load_config"]

@@ -14,6 +14,7 @@ here (see ``docs/fidelity.md``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -31,9 +32,7 @@ PRESET_DIR = Path(__file__).parent / "configs"
 class BackboneConfig:
     """Feature extractor. ``name`` is a key of ``build.BACKBONES``."""
 
-    name: Literal[
-        "tiny", "mobilenet_mh", "mobilenetv3_large", "resnet50", "resnet50_unet"
-    ] = "tiny"
+    name: Literal["tiny", "mobilenet_mh", "mobilenetv3_large", "resnet50", "resnet50_unet"] = "tiny"
     output_stride: int = 32  # 16 dilates the last stage (MobileNet-MH in the reference)
     weights: str | None = None  # torchvision-named weight file (.pth or .safetensors)
     width: int = 32  # tiny backbone: channels of the first stage
@@ -79,8 +78,13 @@ class HeadConfig:
 
 @dataclass
 class ModelConfig:
-    """Meta-architecture. ``num_classes`` None means: one class per dataset category."""
+    """The model. ``num_classes`` None means: one class per dataset category.
 
+    ``meta_architecture`` is a key of ``build.META_ARCHITECTURES``: it picks the model and the
+    target generator, criterion and post-processor that go with it.
+    """
+
+    meta_architecture: Literal["maskconver"] = "maskconver"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -98,6 +102,8 @@ class ModelConfig:
     num_proposals: int = 50  # K: top-K peaks at inference, slots in training
     bn_momentum: float = 0.01  # PyTorch convention (Keras 0.99)
     bn_eps: float = 1e-3
+    # peak scores and mask probabilities by relu6(x + 3) / 6 (the reference's hardware path)
+    hard_sigmoid: bool = False
 
 
 @dataclass
@@ -138,7 +144,6 @@ class PostprocessConfig:
     overlap_threshold: float = 0.7
     min_area: int = 256  # pixels on the output canvas
     mask_threshold: float = 0.5
-    hard_sigmoid: bool = False
 
 
 @dataclass
@@ -185,6 +190,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
     grad_clip: float = 0.0  # 0 disables clipping
+    backbone_lr_mult: float = 1.0  # LR scale of the backbone's parameters (ReMaX: 0.1)
     grad_accum: int = 1
     ema: bool = True
     ema_decay: float = 0.9998
@@ -226,6 +232,44 @@ class Config:
 
 class ConfigError(ValueError):
     """A config file or override is malformed, unknown or of the wrong type."""
+
+
+# Config keys that moved, by the checkpoint format that moved them. Checkpoints written by an
+# older format are migrated on load (``migrate_config_tree``); a config file that still uses an
+# old key gets an error naming the new one.
+MOVED_KEYS: dict[int, dict[str, str]] = {
+    2: {"postprocess.hard_sigmoid": "model.hard_sigmoid"},  # it now also scores the peaks
+}
+
+
+def _pop_path(tree: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = tree
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.get(p) if isinstance(node, dict) else None
+    if isinstance(node, dict) and parts[-1] in node:
+        return True, node.pop(parts[-1])
+    return False, None
+
+
+def migrate_config_tree(tree: dict[str, Any], from_format: int) -> dict[str, Any]:
+    """A copy of a config tree written at checkpoint format ``from_format``, in today's layout."""
+    out = copy.deepcopy(tree)
+    for version in sorted(MOVED_KEYS):
+        if version <= from_format:
+            continue
+        for old, new in MOVED_KEYS[version].items():
+            found, value = _pop_path(out, old)
+            if found:
+                _set_path(out, new, value)
+    return out
+
+
+def _moved_to(path: str) -> str | None:
+    for moves in MOVED_KEYS.values():
+        if path in moves:
+            return moves[path]
+    return None
 
 
 def validate(cfg: Config) -> None:
@@ -329,6 +373,9 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
+            moved = _moved_to(path)
+            if moved is not None:
+                raise ConfigError(f"config key '{path}' moved to '{moved}'")
             prefix = f"{where}." if where else ""
             hint = _hint(str(key), names).replace("'", f"'{prefix}", 1)
             raise ConfigError(f"unknown config key '{path}'{hint}")

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from maskconver.decoders.base import Decoder
 from maskconver.heads.mask_embedding import MaskEmbeddingGenerator
 from maskconver.outputs import MaskConverOutput
-from maskconver.postprocess.peaks import find_peaks, flatten_levels, gather_embeddings, hard_sigmoid
+from maskconver.postprocess.peaks import find_peaks, gather_at_centers, hard_sigmoid
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -40,13 +41,16 @@ class MaskConver(nn.Module):
         pixel_mean: RGB mean in 0..255 units.
         pixel_std: RGB std in 0..255 units.
         hard_sigmoid: score peaks with ``relu6(x + 3) / 6`` (hardware-friendly) instead of sigmoid.
+
+    Attributes:
+        min_train_batch: the decoder's smallest useful number of images per training forward.
     """
 
     def __init__(
         self,
         *,
         backbone: nn.Module,
-        decoder: nn.Module,
+        decoder: Decoder,
         center_fusion: nn.Module,
         embedding_fusion: nn.Module,
         pixel_fusion: nn.Module,
@@ -73,6 +77,9 @@ class MaskConver(nn.Module):
         self.mask_embedding = mask_embedding
         self.num_proposals = num_proposals
         self.hard_sigmoid = hard_sigmoid
+        self.min_train_batch = decoder.min_train_batch
+        self.pixel_mean: Tensor
+        self.pixel_std: Tensor
         self.register_buffer(
             "pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False
         )
@@ -98,7 +105,8 @@ class MaskConver(nn.Module):
         Returns:
             ``MaskConverOutput`` with ``center_logits`` per level ``[B, C, h_l, w_l]``,
             ``mask_logits [B, K, hm, wm]`` at the pixel head's resolution, ``scores``,
-            ``classes`` (clamped >= 0) and ``center_indices`` ``[B, K]``.
+            ``classes`` (clamped >= 0) and ``center_indices`` ``[B, K]``, and the
+            ``pixel_embeddings [B, E, hm, wm]`` (mask features).
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"MaskConver: images must be [B, 3, H, W], got {tuple(images.shape)}")
@@ -119,7 +127,7 @@ class MaskConver(nn.Module):
             center_indices, classes = self._check_teacher(center_logits, center_indices, classes)
             scores = self._scores_at(center_logits, center_indices, classes)
 
-        gathered = gather_embeddings(center_embeddings, center_indices)  # [B, K, E]
+        gathered = gather_at_centers(center_embeddings, center_indices)  # [B, K, E]
         mask_embeddings = self.mask_embedding(gathered, classes)
         mask_logits = self.mask_embedding.mask_logits(mask_embeddings, pixel_embeddings)
         return MaskConverOutput(
@@ -128,6 +136,7 @@ class MaskConver(nn.Module):
             scores=scores,
             classes=classes,
             center_indices=center_indices,
+            pixel_embeddings=pixel_embeddings,
         )
 
     @staticmethod
@@ -158,7 +167,6 @@ class MaskConver(nn.Module):
 
     def _scores_at(self, center_logits: list[Tensor], indices: Tensor, classes: Tensor) -> Tensor:
         """Heatmap probability at each (flat index, class): ``[B, K]``."""
-        flat = flatten_levels(center_logits)  # [B, N, C]
-        at_center = flat.gather(1, indices[:, :, None].expand(-1, -1, flat.shape[2]))  # [B, K, C]
+        at_center = gather_at_centers(center_logits, indices)  # [B, K, C]
         logits = at_center.gather(2, classes[:, :, None]).squeeze(2)
         return hard_sigmoid(logits) if self.hard_sigmoid else logits.sigmoid()

@@ -23,6 +23,11 @@ class MaskConverOutput(NamedTuple):
             clamped to 0, under teacher forcing).
         center_indices: ``[B, K]`` int64 flat indices into the level-major concatenation of
             the flattened heatmaps.
+        pixel_embeddings: ``[B, E, hm, wm]`` the mask-feature map the mask logits are computed
+            from (training-only parts such as an auxiliary semantic head read it); None when a
+            producer has no such map (e.g. an exported graph's outputs).
+        semantic_logits: ``[B, C, hs, ws]`` per-pixel class logits of a model variant that
+            predicts them (e.g. region-based stuff); None when absent.
     """
 
     center_logits: tuple[Tensor, ...]
@@ -30,6 +35,8 @@ class MaskConverOutput(NamedTuple):
     scores: Tensor
     classes: Tensor
     center_indices: Tensor
+    pixel_embeddings: Tensor | None = None
+    semantic_logits: Tensor | None = None
 
 
 @dataclass

@@ -6,135 +6,52 @@ Example::
 
     predictor = Predictor.from_checkpoint("runs/quickstart/checkpoints/best")
     result = predictor("photo.jpg")  # path, PIL image or [H, W, 3] uint8 array
-    print(result.panoptic.shape, [(s.id, s.category_id, round(s.score, 2)) for s in result.segments])
+    print(result.panoptic.shape, [(s.id, s.category_id, s.score) for s in result.segments])
 
 Any size and mode is accepted: files are read with ``maskconver.data.image_io.load_image``
 (grayscale, RGBA, palette and 16-bit images become ``[H, W, 3]`` uint8 RGB), then the evaluation
 transform (``ResizePad``) fits the longest side to ``cfg.eval.input_size`` and pads the rest. The
 prediction comes back at the image's original resolution.
 
-``predict_samples`` is the tensor core shared with ``engine/evaluate.py``.
+The batch inference itself (``predict_samples``) lives in ``maskconver.inference``, shared with
+``engine/evaluate.py``; any ``InferenceModel`` (a module, or another backend) can drive it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image
-from torch import Tensor, nn
+from torch import nn
 
 from maskconver.config import Config
-from maskconver.data.image_io import load_image, pil_to_rgb_array
 from maskconver.data.types import CategorySet, PanopticSample
+from maskconver.inference import (
+    ImageInput,
+    InferenceModel,
+    PostProcessor,
+    as_model,
+    as_rgb_array,
+    predict_samples,
+)
 from maskconver.outputs import PanopticPrediction
 
-ImageInput = Union[np.ndarray, Image.Image, str, Path]
 DEFAULT_BATCH_SIZE = 8
-RGB_CHANNELS = 3
 
-
-def as_rgb_array(image: ImageInput) -> np.ndarray:
-    """Any supported input -> ``[H, W, 3]`` uint8 RGB.
-
-    Args:
-        image: a file path, a PIL image (any mode), or an array ``[H, W]`` (grayscale),
-            ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA, alpha composited on black).
-            Arrays must be uint8, or float/int with values in 0..255.
-
-    Raises:
-        ValueError: the array has an unsupported shape or value range (message gives both).
-    """
-    if isinstance(image, (str, Path)):
-        return load_image(image)
-    if isinstance(image, Image.Image):
-        return pil_to_rgb_array(image)
-    if not isinstance(image, np.ndarray):
-        raise TypeError(
-            f"expected a path, PIL image or numpy array, got {type(image).__name__}"
-        )
-    array = image
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, RGB_CHANNELS, RGB_CHANNELS + 1):
-        raise ValueError(f"expected an image array [H, W], [H, W, 1|3|4]; got shape {image.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"empty image array of shape {image.shape}")
-    if array.dtype != np.uint8:
-        if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
-            raise ValueError(f"image array must be numeric, got dtype {array.dtype}")
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
-            raise ValueError(
-                f"non-uint8 image arrays must hold values in 0..255; got {array.dtype} "
-                f"in [{array.min()}, {array.max()}]"
-            )
-        array = np.rint(array).astype(np.uint8)
-    if array.shape[2] == 1:
-        array = np.repeat(array, RGB_CHANNELS, axis=2)
-    elif array.shape[2] == RGB_CHANNELS + 1:
-        return pil_to_rgb_array(Image.fromarray(np.ascontiguousarray(array), mode="RGBA"))
-    return np.ascontiguousarray(array)
-
-
-def images_to_tensor(images: Sequence[np.ndarray]) -> Tensor:
-    """Stack same-size ``[H, W, 3]`` uint8 images into a float ``[B, 3, H, W]`` tensor (0..255)."""
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise ValueError(f"a batch needs images of one size after the transform, got {sorted(shapes)}")
-    batch = np.stack(images).astype(np.float32)
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
-
-
-def _size_of(value: Any, where: str) -> tuple[int, int]:
-    if value is None:
-        raise KeyError(f"sample.meta['{where}'] is missing: was the eval transform applied?")
-    height, width = value  # type: ignore[misc]
-    return int(height), int(width)
-
-
-@torch.inference_mode()
-def predict_samples(
-    model: nn.Module,
-    postprocessor: Callable[..., list[PanopticPrediction]],
-    samples: Sequence[PanopticSample],
-    *,
-    device: str | torch.device = "cpu",
-) -> list[PanopticPrediction]:
-    """Batched forward + panoptic merge of samples that went through the eval transform.
-
-    Args:
-        model: a ``MaskConver`` in eval mode (returns ``MaskConverOutput``).
-        postprocessor: the panoptic post-processor (``build.build_postprocessor``).
-        samples: transformed samples; each has ``image [S, S, 3]`` uint8 and
-            ``meta['valid_size']`` (the resized image's (h, w) inside the padded input) and
-            ``meta['orig_size']`` (the original (H, W)).
-        device: where the forward runs.
-
-    Returns:
-        One ``PanopticPrediction`` per sample at its original size ``[H, W]``.
-    """
-    if not samples:
-        return []
-    images = images_to_tensor([s.image for s in samples]).to(device)
-    outputs = model(images)
-    valid_sizes = [_size_of(s.meta.get("valid_size"), "valid_size") for s in samples]
-    output_sizes = [_size_of(s.meta.get("orig_size"), "orig_size") for s in samples]
-    return postprocessor(
-        outputs,
-        input_size=(int(images.shape[-2]), int(images.shape[-1])),
-        valid_sizes=valid_sizes,
-        output_sizes=output_sizes,
-    )
+__all__ = ["ImageInput", "Predictor", "as_rgb_array"]
 
 
 class Predictor:
     """Panoptic inference on arbitrary images with a trained model.
 
+    Args:
+        model: the network (a module, put in eval mode on ``device``) or any
+            ``InferenceModel`` (images in, raw proposals out).
+
     Attributes:
-        model: the network (eval mode, on ``device``).
+        model: the ``InferenceModel`` that runs the forward.
         cfg: the resolved config stored in the checkpoint.
         categories: the dataset's categories (ids, names, thing/stuff, colours).
         device: where inference runs.
@@ -142,15 +59,15 @@ class Predictor:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | InferenceModel,
         *,
         cfg: Config,
         categories: CategorySet,
-        postprocessor: Callable[..., list[PanopticPrediction]],
+        postprocessor: PostProcessor,
         transform: Callable[[PanopticSample], PanopticSample],
         device: str | torch.device = "cpu",
     ) -> None:
-        self.model = model.eval().to(device)
+        self.model = as_model(model, device)
         self.cfg = cfg
         self.categories = categories
         self.postprocessor = postprocessor
@@ -203,5 +120,5 @@ class Predictor:
         results: list[PanopticPrediction] = []
         for start in range(0, len(images), batch_size):
             chunk = [self.prepare(im) for im in images[start : start + batch_size]]
-            results.extend(predict_samples(self.model, self.postprocessor, chunk, device=self.device))
+            results.extend(predict_samples(self.model, self.postprocessor, chunk))
         return results

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import colorsys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from maskconver.data.types import PADDING, VOID, CategorySet, SegmentInfo
+from maskconver.data.types import PADDING, VOID, CategorySet, PanopticSample, SegmentInfo
+
+if TYPE_CHECKING:
+    from maskconver.outputs import PanopticPrediction
 
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895  # hue step between generated category colours
 GENERATED_SATURATION, GENERATED_VALUE = 0.65, 0.9
@@ -136,8 +140,11 @@ def boundaries(panoptic: np.ndarray) -> np.ndarray:
 
 
 def _label_point(mask: np.ndarray) -> tuple[int, int, tuple[int, int]]:
-    """(y, x) of the mask pixel farthest from the mask border (inside even for non-convex
-    shapes), and the mask's top and bottom rows."""
+    """Where a segment's label goes: a pixel deep inside it, and its top and bottom rows.
+
+    Returns ``(y, x)`` of the mask pixel farthest from the mask border (inside even for
+    non-convex shapes) and ``(top, bottom)``.
+    """
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     crop = np.pad(mask[y0:y1, x0:x1], 1)  # a border of background, so edges count as border
@@ -175,8 +182,12 @@ def _draw_labels(
         by = int(np.clip(by, 0, max(height - h, 0)))
         box_color = tuple(round(c * (1 - LABEL_DARKEN)) for c in colors[seg.id])
         draw.rectangle((bx, by, bx + w - 1, by + h - 1), fill=box_color)
-        draw.text((bx + LABEL_PADDING - left, by + LABEL_PADDING - top), text,
-                  fill=LABEL_TEXT_COLOR, font=font)
+        draw.text(
+            (bx + LABEL_PADDING - left, by + LABEL_PADDING - top),
+            text,
+            fill=LABEL_TEXT_COLOR,
+            font=font,
+        )
 
 
 def overlay(
@@ -254,11 +265,39 @@ def side_by_side(
     return np.asarray(canvas).copy()
 
 
-def save_image(path: str | Path, array: np.ndarray) -> None:
-    """Write an ``[H, W, 3]`` (or ``[H, W]``) uint8 array; parent folders are created."""
-    arr = np.asarray(array)
-    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
-        raise ValueError(f"save_image: expected [H, W(, 3)] uint8, got {arr.dtype} {arr.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
+def save_prediction_pictures(
+    directory: str | Path,
+    name: str,
+    sample: PanopticSample,
+    prediction: PanopticPrediction,
+    categories: CategorySet,
+    *,
+    scale: int = 1,
+) -> None:
+    """Write ``<name>_overlay.jpg`` and ``<name>_gt_vs_pred.jpg`` for one image.
+
+    Args:
+        directory: output folder (created).
+        name: file-name stem.
+        sample: the image with its ground truth (``image [H, W, 3]``, ``panoptic``, segments).
+        prediction: the predicted ``panoptic [H, W]`` and segments.
+        categories: names and colours.
+        scale: enlarge by pixel repetition first (small images keep readable labels).
+    """
+    from maskconver.data.image_io import save_image
+
+    def enlarge(array: np.ndarray) -> np.ndarray:
+        return array.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else array
+
+    image, gt, predicted = (
+        enlarge(a) for a in (sample.image, sample.panoptic, prediction.panoptic)
+    )
+    directory = Path(directory)
+    save_image(
+        directory / f"{name}_overlay.jpg",
+        overlay(image, predicted, prediction.segments, categories),
+    )
+    save_image(
+        directory / f"{name}_gt_vs_pred.jpg",
+        side_by_side(image, gt, sample.segments, predicted, prediction.segments, categories),
+    )

@@ -21,4 +21,5 @@ class Backbone(nn.Module):
     strides: tuple[int, ...]
 
     def forward(self, images: Tensor) -> list[Tensor]:  # pragma: no cover - interface
+        """``[B, 3, H, W]`` normalised images -> feature maps, fine to coarse."""
         raise NotImplementedError

@@ -9,13 +9,13 @@ depthwise conv from block 13 on is dilated by 2 (pitfall 13). About 1.63 M param
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 from torch import Tensor, nn
 
 from maskconver.backbones.base import Backbone
 from maskconver.layers.conv import ConvNormAct, InvertedResidual, make_divisible
+from maskconver.layers.types import ActLayer, NormLayer
 
 SUPPORTED_OUTPUT_STRIDES = (16, 32)
 
@@ -71,8 +71,8 @@ class MobileNetMH(Backbone):
         self,
         *,
         output_stride: int = 16,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = nn.ReLU,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        act_layer: ActLayer = nn.ReLU,
     ) -> None:
         super().__init__()
         if output_stride not in SUPPORTED_OUTPUT_STRIDES:

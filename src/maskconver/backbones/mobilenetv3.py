@@ -9,7 +9,6 @@ classifier is not built. 2,971,952 parameters at ``width_mult=1.0``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import NamedTuple
 
 from torch import Tensor, nn
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 from maskconver.backbones.base import Backbone
 from maskconver.layers.conv import ConvNormAct, InvertedResidual, make_divisible
 from maskconver.layers.se import SqueezeExcitation
+from maskconver.layers.types import NormLayer
 
 SUPPORTED_OUTPUT_STRIDES = (16, 32)
 BN_EPS = 1e-3  # torchvision's MobileNetV3 batch-norm hyper-parameters
@@ -78,7 +78,7 @@ class MobileNetV3Large(Backbone):
         self,
         *,
         output_stride: int = 32,
-        norm_layer: Callable[[int], nn.Module] | None = None,
+        norm_layer: NormLayer | None = None,
         width_mult: float = 1.0,
     ) -> None:
         super().__init__()
@@ -99,7 +99,11 @@ class MobileNetV3Large(Backbone):
 
         layers: list[nn.Module] = [
             ConvNormAct(
-                3, adjust(STEM_CHANNELS), 3, stride=2, norm_layer=norm_layer,
+                3,
+                adjust(STEM_CHANNELS),
+                3,
+                stride=2,
+                norm_layer=norm_layer,
                 act_layer=nn.Hardswish,
             )
         ]
@@ -136,7 +140,7 @@ class MobileNetV3Large(Backbone):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """torchvision's MobileNetV3 init: Kaiming-normal (fan-out) convs, zero biases."""
+        """Torchvision's MobileNetV3 init: Kaiming-normal (fan-out) convs, zero biases."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")

@@ -9,12 +9,11 @@ sits on the 3x3 conv (v1.5). Stochastic depth of group ``i`` (0..3) is
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor, nn
 
 from maskconver.backbones.base import Backbone
 from maskconver.layers.drop import DropPath
+from maskconver.layers.types import ActLayer, NormLayer
 
 EXPANSION = 4  # bottleneck output = 4 x base width
 STEM_CHANNELS = 64
@@ -49,8 +48,8 @@ class Bottleneck(nn.Module):
         *,
         stride: int = 1,
         dilation: int = 1,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = nn.ReLU,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        act_layer: ActLayer = nn.ReLU,
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
@@ -97,8 +96,8 @@ class ResNet50(Backbone):
     def __init__(
         self,
         *,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = nn.ReLU,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        act_layer: ActLayer = nn.ReLU,
         drop_path_rate: float = 0.0,
         output_stride: int = 32,
     ) -> None:
@@ -148,7 +147,7 @@ class ResNet50(Backbone):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """torchvision's ResNet init: Kaiming-normal (fan-out) convs, unit/zero BN."""
+        """Torchvision's ResNet init: Kaiming-normal (fan-out) convs, unit/zero BN."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -160,7 +159,7 @@ class ResNet50(Backbone):
         """``[B, 3, H, W]`` -> ``[C2, C3, C4, C5]``, each ``[B, channels[i], H/s_i, W/s_i]``."""
         x = self.maxpool(self.act(self.bn1(self.conv1(images))))
         features = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = self.get_submodule(name)(x)
             features.append(x)
         return features

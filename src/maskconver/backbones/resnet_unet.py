@@ -15,7 +15,7 @@ prefix; ``load_backbone_weights`` maps plain torchvision ResNet keys onto it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,6 +25,7 @@ from maskconver.backbones.resnet import ResNet50
 from maskconver.layers.convnext import ConvNeXtSEBlock
 from maskconver.layers.init import variance_scaling_init
 from maskconver.layers.norm import LayerNorm2d
+from maskconver.layers.types import ActLayer
 
 NUM_UNET_LEVELS = 3  # L5, L4, L3
 LAYER_NORM_EPS = 1e-6
@@ -56,7 +57,7 @@ class UNetLevel(nn.Module):
         kernel_size: int,
         se_ratio: float,
         drop_path: float,
-        act_layer: Callable[[], nn.Module],
+        act_layer: ActLayer,
     ) -> None:
         super().__init__()
         self.lateral = nn.Sequential(
@@ -116,7 +117,7 @@ class ResNetUNet(Backbone):
         kernel_size: int = 7,
         se_ratio: float = 0.0625,
         drop_path_rate: float = 0.1,
-        act_layer: Callable[[], nn.Module] = nn.GELU,
+        act_layer: ActLayer = nn.GELU,
     ) -> None:
         super().__init__()
         if len(channels) != NUM_UNET_LEVELS or len(repeats) != NUM_UNET_LEVELS:

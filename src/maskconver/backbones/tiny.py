@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor, nn
 
 from maskconver.backbones.base import Backbone
 from maskconver.layers.conv import ConvNormAct, InvertedResidual
+from maskconver.layers.types import ActLayer, NormLayer
 
 NUM_STAGES = 4
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -33,8 +32,8 @@ class TinyBackbone(Backbone):
         self,
         *,
         width: int = 32,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = nn.ReLU,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        act_layer: ActLayer = nn.ReLU,
     ) -> None:
         super().__init__()
         if width < STEM_DIVISOR:

@@ -15,15 +15,14 @@ import copy
 import json
 import statistics
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+from maskconver.commands.common import add_overrides
 
-from maskconver.build import build_model
-from maskconver.config import ConfigError, load_config
-from maskconver.model import MaskConver
-from maskconver.postprocess.panoptic import PanopticPostProcessor
+if TYPE_CHECKING:  # the parser is built without importing torch (``maskconver --help``)
+    import torch
+
+    from maskconver.postprocess.panoptic import PanopticPostProcessor
 
 DEFAULT_NUM_CLASSES = 133  # COCO panoptic categories (contiguous label space)
 DEFAULT_RUNS = 20
@@ -44,15 +43,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--config", required=True, help="preset name (see `maskconver config list`) or YAML path"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. model.num_proposals=100 (repeatable)",
-    )
+    add_overrides(p, "model.num_proposals=100")
     p.add_argument(
         "--size",
         type=int,
@@ -79,11 +70,14 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: MaskConver, size: tuple[int, int]) -> int:
+def count_macs(model: torch.nn.Module, size: tuple[int, int]) -> int:
     """Multiply-accumulates of one eval-mode forward of a ``[1, 3, H, W]`` image.
 
     Counted on a ``meta``-device copy of ``model`` (shapes only), so it is fast at any size.
     """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     meta_model = copy.deepcopy(model).to("meta").eval()
     images = torch.zeros(1, 3, *size, device="meta")
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
@@ -93,6 +87,8 @@ def count_macs(model: MaskConver, size: tuple[int, int]) -> int:
 
 def dummy_postprocessor(num_classes: int) -> PanopticPostProcessor:
     """A post-processor with every class mapped (id = index + 1), alternating thing/stuff."""
+    from maskconver.postprocess.panoptic import PanopticPostProcessor
+
     return PanopticPostProcessor(
         class_to_category=[i + 1 for i in range(num_classes)],
         is_thing_class=[i % 2 == 0 for i in range(num_classes)],
@@ -100,7 +96,7 @@ def dummy_postprocessor(num_classes: int) -> PanopticPostProcessor:
 
 
 def measure_latency(
-    model: MaskConver,
+    model: torch.nn.Module,
     postprocessor: PanopticPostProcessor,
     size: tuple[int, int],
     *,
@@ -109,6 +105,8 @@ def measure_latency(
     device: torch.device,
 ) -> float:
     """Median milliseconds of forward + post-processing for one random image."""
+    import torch
+
     model = model.to(device).eval()
     images = torch.rand(1, 3, *size, device=device) * PIXEL_MAX
     times = []
@@ -137,6 +135,11 @@ def benchmark(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Build the config's model and measure it; returns the report dict."""
+    import torch
+
+    from maskconver.build import build_model
+    from maskconver.config import load_config
+
     cfg = load_config(preset, overrides)
     classes = cfg.model.num_classes if cfg.model.num_classes is not None else num_classes
     hw = size or (cfg.eval.input_size, cfg.eval.input_size)
@@ -186,6 +189,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """CLI entry point."""
+    import torch
+
+    from maskconver.config import ConfigError
+
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.runs < 0 or args.warmup < 0:

@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Any
 
+from maskconver.commands.common import add_overrides
 from maskconver.config import ConfigError, dump_config, list_presets, load_config, resolve_preset
 
 EXIT_OK = 0
@@ -29,15 +30,7 @@ def register(subparsers: Any) -> None:
     sub.required = True
     show = sub.add_parser("show", help="print the resolved YAML of a preset or file")
     show.add_argument("config", help="preset name or YAML path")
-    show.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override (repeatable)",
-    )
+    add_overrides(show)
     show.set_defaults(func=run_show)
     listing = sub.add_parser("list", help="list the shipped presets")
     listing.set_defaults(func=run_list)

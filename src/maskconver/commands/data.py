@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from maskconver.data.coco_panoptic import standard_paths
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``data`` and its sub-subcommands to the top-level parser."""
@@ -38,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Write the synthetic dataset and print what was written."""
+    from maskconver.data.coco_panoptic import standard_paths
     from maskconver.data.synthetic import write_synthetic_dataset
 
     if args.train < 0 or args.val < 0:

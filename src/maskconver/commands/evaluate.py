@@ -6,7 +6,7 @@ Two modes, exactly one per call:
   predictions with ``evaluate_files`` (panopticapi semantics), prints the table and writes the
   metrics JSON;
 * model: ``--checkpoint --data-root [--split] [--save-predictions] [--output] [--batch-size]
-  [--max-images] [--device]`` runs ``maskconver.engine.evaluate.evaluate_checkpoint(args)``.
+  [--max-images] [--device]`` loads the checkpoint and runs ``engine.evaluate.evaluate_model``.
 
 Unreadable or malformed inputs print one ``error:`` line on stderr and exit with code 2.
 """
@@ -16,7 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from maskconver.data.types import CategorySet
 
 EXIT_BAD_INPUT = 2
 FILES_ARGS = ("gt_json", "gt_dir", "pred_json", "pred_dir")
@@ -91,9 +96,7 @@ def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.evaluate_parser
     mode = _check_mode(args, parser)
     if mode == "model":
-        from maskconver.engine.evaluate import evaluate_checkpoint
-
-        return int(evaluate_checkpoint(args) or 0)
+        return evaluate_checkpoint(args)
 
     from maskconver.evaluation.pq_files import evaluate_files, format_table
 
@@ -119,3 +122,95 @@ def run(args: argparse.Namespace) -> int:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
+
+
+def _fail(message: str) -> int:
+    print(f"maskconver evaluate: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """``maskconver evaluate --checkpoint CKPT --data-root DIR ...``: print PQ, write JSON.
+
+    Reads ``args.checkpoint``, ``args.data_root``, ``args.split`` (default: the config's
+    ``data.val_split``), ``args.save_predictions``, ``args.output``, ``args.batch_size`` and
+    ``args.max_images`` (missing attributes take their defaults). Returns 0, or 2 with a message
+    naming the bad path when the checkpoint or dataset cannot be used.
+    """
+    from maskconver.data.coco_panoptic import CocoPanopticDataset
+    from maskconver.engine.checkpoint import CheckpointError, load_model
+    from maskconver.engine.evaluate import evaluate_model
+    from maskconver.evaluation.pq_files import format_table
+
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.exists():
+        return _fail(f"checkpoint not found: {checkpoint}")
+    data_root = getattr(args, "data_root", None)
+    if not data_root:
+        return _fail("--data-root is required to evaluate a checkpoint")
+    if not Path(data_root).is_dir():
+        return _fail(f"data root is not a folder: {data_root}")
+    try:
+        model, cfg, categories, num_classes = load_model(checkpoint, use_ema=True, device="cpu")
+    except (OSError, ValueError, KeyError, CheckpointError) as e:
+        return _fail(f"cannot load checkpoint {checkpoint}: {e}")
+    split = getattr(args, "split", None) or cfg.data.val_split
+    try:
+        dataset = CocoPanopticDataset(data_root, split, label_space=cfg.model.label_space)
+    except (OSError, ValueError, KeyError) as e:
+        return _fail(f"cannot read dataset {data_root} split {split}: {e}")
+    unknown = _unknown_categories(dataset, categories)
+    if unknown:
+        return _fail(
+            f"dataset {data_root} has category ids {unknown} that the checkpoint does not know"
+        )
+    batch_size = getattr(args, "batch_size", None) or cfg.eval.batch_size
+    save = getattr(args, "save_predictions", None)
+    results = evaluate_model(
+        model,
+        dataset,
+        cfg=cfg,
+        categories=categories,
+        num_classes=num_classes,
+        batch_size=int(batch_size),
+        max_images=int(getattr(args, "max_images", 0) or 0),
+        device=getattr(args, "device", None) or "cpu",
+        progress=True,
+        save_dir=Path(save) if save else None,
+    )
+    print(format_table(results))
+    print(f"{results['images']} images in {results['seconds']:.1f} s")
+    if save:
+        print(f"predictions: {Path(save) / 'predictions.json'} + {Path(save) / 'panoptic'}/")
+    output = getattr(args, "output", None)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(_jsonable(results), indent=2))
+        print(f"metrics: {output}")
+    return 0
+
+
+def _unknown_categories(dataset: Any, categories: CategorySet) -> list[int]:
+    dataset_categories: Sequence[Any] | None = getattr(dataset, "categories", None)
+    if dataset_categories is None:
+        return []
+    items = getattr(dataset_categories, "categories", dataset_categories)
+    return sorted(c.id for c in items if c.id not in categories.by_id)
+
+
+def _jsonable(value: Any) -> Any:
+    """Numbers/arrays/tensors -> plain JSON types, recursively."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -30,9 +30,14 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. .../checkpoints/best)")
     p.add_argument(
-        "--input", required=True, nargs="+", type=Path,
+        "--checkpoint", required=True, help="checkpoint folder (e.g. .../checkpoints/best)"
+    )
+    p.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        type=Path,
         help=f"image files and/or folders (non-recursive; {', '.join(IMAGE_SUFFIXES)})",
     )
     p.add_argument("--output", required=True, type=Path, help="output folder")
@@ -93,10 +98,15 @@ def run(args: argparse.Namespace) -> int:
     from maskconver.visualize import overlay
 
     if args.batch_size < 1:
-        print(f"maskconver predict: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        print(
+            f"maskconver predict: error: --batch-size must be >= 1, got {args.batch_size}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if not Path(args.checkpoint).exists():
-        print(f"maskconver predict: error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
+        print(
+            f"maskconver predict: error: checkpoint not found: {args.checkpoint}", file=sys.stderr
+        )
         return EXIT_USAGE
     paths, problems = collect_images(list(args.input))
     for message in problems:
@@ -104,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         print("maskconver predict: error: no input images", file=sys.stderr)
         return EXIT_USAGE
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema)
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, device=args.device, use_ema=not args.no_ema
+    )
     output: Path = args.output
     output.mkdir(parents=True, exist_ok=True)
     writer = CocoPanopticWriter(output / "predictions.json", output, predictor.categories)
@@ -114,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True)
     for start in range(0, len(paths), args.batch_size):
         batch: list[tuple[Path, str, Any]] = []
-        for path, stem in zip(paths[start : start + args.batch_size], stems[start : start + args.batch_size]):
+        for path, stem in zip(
+            paths[start : start + args.batch_size], stems[start : start + args.batch_size]
+        ):
             try:
                 batch.append((path, stem, load_image(path)))
             except ImageReadError as e:
@@ -123,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(1)
         if not batch:
             continue
-        predictions = predictor.predict_batch([image for _, _, image in batch], batch_size=len(batch))
+        predictions = predictor.predict_batch(
+            [image for _, _, image in batch], batch_size=len(batch)
+        )
         for (path, stem, image), pred in zip(batch, predictions):
             writer.add(stem, f"{stem}{path.suffix}", pred.panoptic, pred.segments)
             if not args.no_overlay:

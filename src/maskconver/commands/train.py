@@ -1,4 +1,4 @@
-"""``maskconver train``: train a model from a preset or YAML config.
+r"""``maskconver train``: train a model from a preset or YAML config.
 
 Examples::
 
@@ -6,7 +6,7 @@ Examples::
     maskconver train --config mobilenet_mh_256 --data-root /data/coco --output-dir runs/mh256 \\
         --set train.batch_size=32 --set train.max_steps=100000
     torchrun --nproc_per_node 2 -m maskconver train --config tiny --output-dir runs/ddp
-    maskconver train --config tiny --output-dir runs/tiny --resume   # continue the latest checkpoint
+    maskconver train --config tiny --output-dir runs/tiny --resume   # continue the latest one
 
 Without ``--data-root`` (and no ``data.root`` in the config) it trains on synthetic scenes.
 ``train.batch_size`` is the global batch per optimizer step (split over processes and
@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from maskconver.commands.common import add_overrides
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -38,10 +40,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--config", required=True, help="preset name (e.g. tiny) or path to a YAML file")
     p.add_argument("--data-root", default=None, help="COCO panoptic root (default: synthetic data)")
-    p.add_argument(
-        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.max_steps=100 (several may follow one --set; repeatable)",
-    )
+    add_overrides(p)
     p.add_argument("--output-dir", required=True, type=Path, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

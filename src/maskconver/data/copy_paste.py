@@ -33,12 +33,14 @@ class PanopticCopyPaste:
         prob: float = 0.5,
         jitter: LargeScaleJitter | None = None,
     ) -> None:
-        """Args:
-        thing_category_ids: the thing category ids (or a ``category_id -> bool`` predicate);
-            every other category is stuff.
-        prob: paste probability of each thing segment and each stuff class.
-        jitter: rescales ``other`` first (the reference's second scale range); without it
-            ``other`` must already have ``sample``'s size.
+        """Configure the paste.
+
+        Args:
+            thing_category_ids: the thing category ids (or a ``category_id -> bool`` predicate);
+                every other category is stuff.
+            prob: paste probability of each thing segment and each stuff class.
+            jitter: rescales ``other`` first (the reference's second scale range); without it
+                ``other`` must already have ``sample``'s size.
         """
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"copy-paste probability must lie in [0, 1], got {prob}")
@@ -53,6 +55,7 @@ class PanopticCopyPaste:
     def __call__(
         self, sample: PanopticSample, other: PanopticSample, rng: np.random.Generator
     ) -> PanopticSample:
+        """Paste segments of ``other`` onto ``sample`` (see the class docstring)."""
         if self.jitter is not None:
             other = self.jitter(other, rng)
         if other.panoptic.shape != sample.panoptic.shape:
@@ -96,8 +99,8 @@ class PanopticCopyPaste:
                 segments.append(SegmentInfo(id=target_id, category_id=category_id, isthing=False))
             paste(np.isin(src_map, ids), target_id)
 
-        ids, counts = np.unique(panoptic, return_counts=True)
-        area = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+        segment_ids, counts = np.unique(panoptic, return_counts=True)
+        area = dict(zip(segment_ids.tolist(), counts.tolist(), strict=True))
         kept = [dataclasses.replace(s, area=area[s.id]) for s in segments if s.id in area]
         meta = dict(sample.meta)
         meta["copy_paste_source"] = other.image_id

@@ -86,11 +86,18 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def save_image(path: str | Path, image: np.ndarray, *, jpeg_quality: int = 95) -> None:
-    """Write ``[H, W, 3]`` uint8 RGB; the format follows the suffix (parents are created)."""
+    """Write an ``[H, W, 3]`` RGB or ``[H, W]`` grey uint8 array; the format follows the suffix.
+
+    Parent folders are created. Raises ``ValueError`` naming the file for any other array.
+    """
     path = Path(path)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
+    ):
         raise ValueError(
-            f"expected an [H, W, 3] uint8 image for {path}, got {image.shape} {image.dtype}"
+            f"save_image: expected an [H, W(, 3)] uint8 image for {path}, got {image.dtype} "
+            f"{image.shape}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(image)

@@ -296,13 +296,17 @@ class SyntheticPanoptic(Dataset[PanopticSample]):
         stream: int = 0,
         label_space: str = "contiguous",
     ) -> None:
-        """Args:
-        num_images: dataset length.
-        seed: non-negative base seed.
-        min_size, max_size: height and width are drawn independently from this inclusive range.
-        crowd_prob: probability that a thing segment is flagged ``iscrowd``.
-        stream: independent sample stream for the same seed (train 0, val 1).
-        label_space: label space of ``categories``.
+        """Describe the dataset (scenes are drawn on access).
+
+        Args:
+            num_images: dataset length.
+            seed: non-negative base seed.
+            min_size: smallest height / width (each is drawn independently from the inclusive
+                range ``min_size..max_size``).
+            max_size: largest height / width.
+            crowd_prob: probability that a thing segment is flagged ``iscrowd``.
+            stream: independent sample stream for the same seed (train 0, val 1).
+            label_space: label space of ``categories``.
         """
         if num_images < 0 or seed < 0 or stream < 0:
             raise ValueError(

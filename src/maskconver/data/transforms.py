@@ -63,7 +63,9 @@ def resize_to(sample: PanopticSample, size: tuple[int, int]) -> PanopticSample:
         raise ValueError(f"image id {sample.image_id}: cannot resize to {size}")
     if (new_h, new_w) == (height, width):
         return _with_maps(sample, sample.image.copy(), sample.panoptic.copy())
-    image = np.asarray(Image.fromarray(sample.image).resize((new_w, new_h), Image.BILINEAR))
+    image = np.asarray(
+        Image.fromarray(sample.image).resize((new_w, new_h), Image.Resampling.BILINEAR)
+    )
     # output pixel centre (i + 0.5) maps to input coordinate (i + 0.5) * H / H'
     rows = np.minimum(((np.arange(new_h) + 0.5) * height / new_h).astype(np.int64), height - 1)
     cols = np.minimum(((np.arange(new_w) + 0.5) * width / new_w).astype(np.int64), width - 1)
@@ -113,6 +115,7 @@ class Compose:
         self.transforms = list(transforms)
 
     def __call__(self, sample: PanopticSample, rng: np.random.Generator) -> PanopticSample:
+        """Apply every transform in order with the same ``rng``."""
         for transform in self.transforms:
             sample = transform(sample, rng)
         return sample
@@ -127,6 +130,7 @@ class RandomHorizontalFlip:
         self.p = p
 
     def __call__(self, sample: PanopticSample, rng: np.random.Generator) -> PanopticSample:
+        """A mirrored copy with probability ``p``, else an unchanged copy."""
         _check(sample)
         if rng.random() >= self.p:
             return _with_maps(sample, sample.image.copy(), sample.panoptic.copy())
@@ -152,6 +156,7 @@ class LargeScaleJitter:
         self.scale_max = scale_max
 
     def __call__(self, sample: PanopticSample, rng: np.random.Generator) -> PanopticSample:
+        """Rescale by a random factor, crop or pad to ``output_size`` (see the class docstring)."""
         height, width = _check(sample)
         out_h, out_w = self.output_size
         s = rng.uniform(self.scale_min, self.scale_max)
@@ -185,6 +190,7 @@ class ResizePad:
     def __call__(
         self, sample: PanopticSample, rng: np.random.Generator | None = None
     ) -> PanopticSample:
+        """Resize the longest side to ``size`` and pad to a square (``rng`` is unused)."""
         height, width = _check(sample)
         scale = self.size / max(height, width)
         # the longest side is exactly `size`; the other is rounded (at least 1 px)

@@ -12,12 +12,15 @@ Conventions (one place for all of them):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
 VOID = 0
 PADDING = -1
+RGB_CHANNELS = 3
 
 
 @dataclass(frozen=True)
@@ -129,17 +132,24 @@ class CategorySet:
         ]
 
     @classmethod
-    def from_json(cls, items: list[dict[str, object]], label_space: str = "contiguous") -> CategorySet:
+    def from_json(
+        cls, items: list[dict[str, object]], label_space: str = "contiguous"
+    ) -> CategorySet:
         """From a COCO ``categories`` list (``color`` optional)."""
         cats = []
         for item in items:
-            color = item.get("color") or (0, 0, 0)
+            raw_color = cast(Sequence[Any], item.get("color") or (0, 0, 0))
+            if len(raw_color) != RGB_CHANNELS:
+                raise ValueError(
+                    f"category {item.get('id')}: color must be [r, g, b], got {raw_color}"
+                )
+            color = (int(raw_color[0]), int(raw_color[1]), int(raw_color[2]))
             cats.append(
                 Category(
                     id=int(item["id"]),  # type: ignore[call-overload]
                     name=str(item.get("name", item["id"])),
                     isthing=bool(item.get("isthing", 1)),
-                    color=tuple(int(v) for v in color),  # type: ignore[union-attr, arg-type]
+                    color=color,
                 )
             )
         return cls(cats, label_space)

@@ -55,10 +55,12 @@ class CocoPanopticWriter:
     """
 
     def __init__(self, out_json: str | Path, png_dir: str | Path, categories: CategorySet) -> None:
-        """Args:
-        out_json: the JSON file to write on ``close``.
-        png_dir: folder for the PNGs (created).
-        categories: written as the ``categories`` list.
+        """Open a writer (nothing is written before ``add``).
+
+        Args:
+            out_json: the JSON file to write on ``close``.
+            png_dir: folder for the PNGs (created).
+            categories: written as the ``categories`` list.
         """
         self.out_json = Path(out_json)
         self.png_dir = Path(png_dir)

@@ -1,7 +1,9 @@
-"""Pixel decoders: ``forward(features) -> list[Tensor]`` with ``.channels`` / ``.strides``."""
+"""Pixel decoders: ``Decoder.forward(features) -> list[Tensor]``, ``.channels`` / ``.strides``."""
 
 from maskconver.decoders.aspp import ASPP
+from maskconver.decoders.base import Decoder
 from maskconver.decoders.fpn import FPN
 from maskconver.decoders.maskconver_fpn import MaskConverFPN
+from maskconver.decoders.pyramid import TopDownPyramid
 
-__all__ = ["ASPP", "FPN", "MaskConverFPN"]
+__all__ = ["ASPP", "FPN", "Decoder", "MaskConverFPN", "TopDownPyramid"]

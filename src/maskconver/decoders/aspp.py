@@ -6,16 +6,15 @@ MaskConver configs. The DeepLabv3+ low-level merge lives in each head's ``SumToM
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from maskconver.decoders.base import Decoder
 from maskconver.layers.conv import ConvNormAct
 from maskconver.layers.init import variance_scaling_init
-
-NormLayer = Callable[[int], nn.Module]
-ActLayer = Callable[[], nn.Module]
+from maskconver.layers.types import ActLayer, NormLayer
 
 ATROUS_KERNEL = 3
 
@@ -61,12 +60,15 @@ class _ImagePooling(nn.Module):
         return self.act(self.norm(pooled.expand(-1, -1, *x.shape[-2:])))
 
 
-class ASPP(nn.Module):
+class ASPP(Decoder):
     """ASPP applied to the LAST (coarsest) backbone map.
 
     Branches (concatenated): 1x1 conv; one atrous branch per rate (depthwise: 3x3 depthwise
     dilated conv with no norm/act, then 1x1 + norm + act; dense: 3x3 dilated conv + norm + act);
     image pooling. Then a 1x1 projection + norm + act + dropout.
+
+    ``min_train_batch`` is 2 when the image-pooling branch uses batch norm: with one image per
+    forward its pooled channel is constant, so the normalised branch is zero.
 
     Args:
         in_channels: channels of the coarsest backbone map.
@@ -115,13 +117,16 @@ class ASPP(nn.Module):
                         act_layer=act_layer,
                     )
                 )
-        branches.append(_ImagePooling(in_channels, channels, norm_layer, act_layer))
+        pooling = _ImagePooling(in_channels, channels, norm_layer, act_layer)
+        branches.append(pooling)
         self.branches = nn.ModuleList(branches)
         self.project = ConvNormAct(
             channels * len(branches), channels, 1, norm_layer=norm_layer, act_layer=act_layer
         )
         self.dropout = nn.Dropout(dropout)
         variance_scaling_init(self)
+        batch_norm = isinstance(pooling.norm, nn.modules.batchnorm._BatchNorm)
+        self.min_train_batch = 2 if batch_norm else 1
 
     def forward(self, features: list[Tensor]) -> list[Tensor]:
         """Args: backbone maps, fine to coarse; only ``features[-1]`` ``[B, C, h, w]`` is used.

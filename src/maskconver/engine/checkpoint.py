@@ -4,8 +4,11 @@ Layout of ``<output>/checkpoints/step_000123/``:
 
 * ``model.safetensors``: the trained model's ``state_dict``;
 * ``ema.safetensors``: the EMA model's ``state_dict`` (only when EMA is on);
+* ``criterion.safetensors``: training-only parameters of the criterion (e.g. an auxiliary head),
+  only when it has any; inference never reads it;
 * ``config.yaml``: the resolved ``Config``;
-* ``meta.json``: step, categories (COCO json form), num_classes, label_space, metrics, version;
+* ``meta.json``: format version, step, meta-architecture, categories (COCO json form),
+  num_classes, label_space, metrics, package version;
 * ``trainer.pt``: optimizer state, RNG states, sampler position. Only tensors and Python
   primitives are stored, and it is read with ``torch.load(weights_only=True)``, so loading never
   runs pickled code.
@@ -13,6 +16,10 @@ Layout of ``<output>/checkpoints/step_000123/``:
 A checkpoint is written into ``step_000123.tmp-<pid>`` and renamed into place with ``os.replace``,
 so a crash never leaves a half-written ``step_*`` directory. ``checkpoints/best/`` is a real copy
 of the best checkpoint by a metric (no symlinks).
+
+Formats: 1 (maskconver 0.1.0) stored ``hard_sigmoid`` under ``postprocess``; format 2 moved it to
+``model`` and added ``meta_architecture``. Older checkpoints are migrated on load
+(``config.migrate_config_tree``); a checkpoint from a newer format is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,7 +40,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import maskconver
-from maskconver.config import Config, ConfigError, config_from_dict, dump_config, read_yaml
+from maskconver.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    dump_config,
+    migrate_config_tree,
+    read_yaml,
+)
 from maskconver.data.types import CategorySet
 from maskconver.engine.ema import ModelEma
 
@@ -41,10 +55,11 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
+CRITERION_FILE = "criterion.safetensors"
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
 TRAINER_FILE = "trainer.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
 
@@ -59,12 +74,14 @@ class LoadedCheckpoint:
     path: Path
     model_state: dict[str, torch.Tensor]
     ema_state: dict[str, torch.Tensor] | None
+    criterion_state: dict[str, torch.Tensor] | None
     trainer_state: dict[str, Any] | None
     config: Config
     categories: CategorySet
     num_classes: int
     step: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
 
 
 def step_dir_name(step: int) -> str:
@@ -89,6 +106,7 @@ def save_checkpoint(
     num_classes: int,
     metrics: dict[str, Any] | None = None,
     trainer_extra: dict[str, Any] | None = None,
+    criterion: nn.Module | None = None,
 ) -> Path:
     """Atomically write ``<directory>/step_{step:06d}/`` and return its path.
 
@@ -104,6 +122,8 @@ def save_checkpoint(
         metrics: latest evaluation metrics (JSON-serialisable), if any.
         trainer_extra: more ``trainer.pt`` entries (RNG states, sampler position); tensors and
             Python primitives only.
+        criterion: the training criterion; its state (if it has any) goes to
+            ``criterion.safetensors``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -115,10 +135,14 @@ def save_checkpoint(
     save_file(_tensor_state(model.state_dict()), str(tmp / MODEL_FILE))
     if ema is not None:
         save_file(_tensor_state(ema.state_dict()), str(tmp / EMA_FILE))
+    criterion_state = criterion.state_dict() if criterion is not None else {}
+    if criterion_state:
+        save_file(_tensor_state(criterion_state), str(tmp / CRITERION_FILE))
     (tmp / CONFIG_FILE).write_text(dump_config(config))
     meta = {
         "format": FORMAT_VERSION,
         "step": step,
+        "meta_architecture": config.model.meta_architecture,
         "num_classes": num_classes,
         "label_space": categories.label_space,
         "categories": categories.to_json(),
@@ -139,7 +163,9 @@ def save_checkpoint(
 
 def rng_state() -> dict[str, Any]:
     """Global RNG states as tensors / Python primitives (``torch.load(weights_only=True)``-safe)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True)
+    )
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -200,19 +226,31 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> LoadedChe
         meta = json.loads(meta_path.read_text())
         step = int(meta["step"])
         num_classes = int(meta["num_classes"])
-        categories = CategorySet.from_json(meta["categories"], meta.get("label_space", "contiguous"))
+        categories = CategorySet.from_json(
+            meta["categories"], meta.get("label_space", "contiguous")
+        )
+        version = int(meta.get("format", 1))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"corrupt metadata file {meta_path}: {e!r}") from e
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{ckpt} has checkpoint format {version}, newer than this maskconver "
+            f"({maskconver.__version__}, format {FORMAT_VERSION}): upgrade maskconver to read it"
+        )
     config_path = ckpt / CONFIG_FILE
     if not config_path.is_file():
         raise CheckpointError(f"checkpoint file missing: {config_path}")
     try:
-        config = config_from_dict(read_yaml(config_path))
+        config = config_from_dict(migrate_config_tree(read_yaml(config_path), version))
     except ConfigError as e:
         raise CheckpointError(f"bad config file {config_path}: {e}") from e
     model_state = _read_safetensors(ckpt / MODEL_FILE, map_location)
     ema_path = ckpt / EMA_FILE
     ema_state = _read_safetensors(ema_path, map_location) if ema_path.exists() else None
+    criterion_path = ckpt / CRITERION_FILE
+    criterion_state = (
+        _read_safetensors(criterion_path, map_location) if criterion_path.exists() else None
+    )
     trainer_path = ckpt / TRAINER_FILE
     trainer_state = None
     if trainer_path.exists():
@@ -224,12 +262,14 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> LoadedChe
         path=ckpt,
         model_state=model_state,
         ema_state=ema_state,
+        criterion_state=criterion_state,
         trainer_state=trainer_state,
         config=config,
         categories=categories,
         num_classes=num_classes,
         step=step,
         metrics=dict(meta.get("metrics") or {}),
+        format=version,
     )
 
 
@@ -237,6 +277,8 @@ def load_model(
     path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Config, CategorySet, int]:
     """Build the model of a checkpoint and load its (EMA, when present) weights, in eval mode.
+
+    The model is built through the meta-architecture table from the stored (migrated) config.
 
     Returns:
         ``(model, config, categories, num_classes)``.
@@ -278,7 +320,7 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def metric_value(metrics: dict[str, Any], key: str) -> float | None:
-    """``metrics[key]``, else ``metrics["all"][key]`` / ``metrics["all/" + key]``; None if absent."""
+    """``metrics[key]``, else ``metrics["all"][key]`` or ``metrics["all/" + key]``, else None."""
     candidates: list[Any] = [metrics.get(key), metrics.get(f"all/{key}")]
     if isinstance(metrics.get("all"), dict):
         candidates.append(metrics["all"].get(key))
@@ -311,7 +353,9 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old)
 
 
-def prune_checkpoints(output_dir: str | Path, keep_last: int, keep_best_by: str = "pq") -> Path | None:
+def prune_checkpoints(
+    output_dir: str | Path, keep_last: int, keep_best_by: str = "pq"
+) -> Path | None:
     """Keep the ``keep_last`` newest checkpoints and a copy of the best one in ``best/``.
 
     The best checkpoint is the one with the highest ``keep_best_by`` metric among the existing

@@ -23,7 +23,9 @@ WARMUP_OFFSET = 10.0
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The bare module inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    return (
+        model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    )
 
 
 class ModelEma:
@@ -64,7 +66,9 @@ class ModelEma:
         for name, avg in self.module.state_dict().items():
             value = current[name].detach()
             if avg.is_floating_point():
-                avg.lerp_(value.to(avg.dtype), 1.0 - d)  # avg + (1-d)(value-avg) = d avg + (1-d) value
+                avg.lerp_(
+                    value.to(avg.dtype), 1.0 - d
+                )  # avg + (1-d)(value-avg) = d avg + (1-d) value
             else:
                 avg.copy_(value)
 

@@ -36,18 +36,31 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record of ``<output_dir>/metrics.jsonl`` in order (empty if there is none)."""
-    path = Path(output_dir) / METRICS_FILE
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a ``metrics.jsonl`` in order (empty if there is none).
+
+    Args:
+        path: the run directory (its ``metrics.jsonl`` is read) or the file itself.
+
+    Raises:
+        ValueError: a line that is not a JSON object (the message names file and line).
+    """
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path = path / METRICS_FILE
     if not path.exists():
         return []
     records = []
     for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not a JSON object: {e}") from e
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{line_no}: not a JSON object: {e}") from e
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{line_no}: not a JSON object: {line[:80]!r}")
+        records.append(record)
     return records
 
 

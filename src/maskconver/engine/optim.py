@@ -32,25 +32,34 @@ def _is_depthwise(module: nn.Module) -> bool:
 
 
 def param_groups(
-    model: nn.Module, weight_decay: float, *, decay_depthwise: bool = False
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    decay_depthwise: bool = False,
+    lr_scales: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Split trainable parameters into a decayed and a non-decayed group.
+    """Split trainable parameters into decayed / non-decayed groups, per LR scale.
 
     Args:
-        model: the (bare) model.
+        model: the (bare) model, or a module holding the model and training-only parts.
         weight_decay: decay strength for the decayed group.
         decay_depthwise: also decay depthwise conv kernels (``regularize_depthwise``; off in the
             reference).
+        lr_scales: parameter-name prefix -> learning-rate scale (e.g. ``{"backbone.": 0.1}``);
+            the longest matching prefix wins, unmatched parameters get 1.
 
     Returns:
-        ``[{"params": [...], "weight_decay": wd, "names": [...]},
-        {"params": [...], "weight_decay": 0.0, "names": [...]}]``; every trainable parameter
-        appears exactly once (shared parameters are counted at their first occurrence).
+        Groups ``{"params", "weight_decay", "lr_scale", "names"}``: for every LR scale present,
+        a decayed group then a non-decayed one (empty groups are left out, except that scale 1
+        always has both, so the default layout is ``[decayed, non-decayed]``). Every trainable
+        parameter appears exactly once (shared parameters at their first occurrence).
+        ``set_lr`` sets each group's ``lr`` to the scheduled value times its ``lr_scale``.
     """
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    decay_names: list[str] = []
-    no_decay_names: list[str] = []
+    scales = dict(lr_scales or {})
+    buckets: dict[tuple[float, bool], tuple[list[nn.Parameter], list[str]]] = {
+        (1.0, True): ([], []),
+        (1.0, False): ([], []),
+    }
     seen: set[int] = set()
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
@@ -59,24 +68,48 @@ def param_groups(
             seen.add(id(param))
             full_name = f"{module_name}.{param_name}" if module_name else param_name
             is_kernel = isinstance(module, _KERNEL_MODULES) and param_name == "weight"
-            if is_kernel and (decay_depthwise or not _is_depthwise(module)):
-                decay.append(param)
-                decay_names.append(full_name)
-            else:
-                no_decay.append(param)
-                no_decay_names.append(full_name)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "names": decay_names},
-        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
-    ]
+            decayed = is_kernel and (decay_depthwise or not _is_depthwise(module))
+            params, names = buckets.setdefault((_scale_of(full_name, scales), decayed), ([], []))
+            params.append(param)
+            names.append(full_name)
+    groups = []
+    for scale in sorted({s for s, _ in buckets}, key=lambda s: (s != 1.0, s)):
+        for decayed in (True, False):
+            params, names = buckets.get((scale, decayed), ([], []))
+            if params or scale == 1.0:
+                groups.append(
+                    {
+                        "params": params,
+                        "weight_decay": weight_decay if decayed else 0.0,
+                        "lr_scale": scale,
+                        "names": names,
+                    }
+                )
+    return groups
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def _scale_of(name: str, scales: dict[str, float]) -> float:
+    """LR scale of a parameter: the longest matching prefix of ``scales``, else 1."""
+    matches = [prefix for prefix in scales if name.startswith(prefix)]
+    return float(scales[max(matches, key=len)]) if matches else 1.0
+
+
+def build_optimizer(
+    cfg: TrainConfig, model: nn.Module, *, lr_scales: dict[str, float] | None = None
+) -> torch.optim.Optimizer:
     """SGD with momentum and L2 on the decay group, or decoupled AdamW (``cfg.optimizer``).
 
-    The initial ``lr`` is ``cfg.lr``; the training loop overwrites it every step from ``lr_at``.
+    The initial ``lr`` is ``cfg.lr`` times each group's scale; the training loop overwrites it
+    every step from ``lr_at`` through ``set_lr``.
+
+    Args:
+        cfg: the train section.
+        model: the module whose parameters are optimised.
+        lr_scales: parameter-name prefix -> LR scale (see ``param_groups``).
     """
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, lr_scales=lr_scales)
+    for group in groups:
+        group["lr"] = cfg.lr * group["lr_scale"]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
@@ -112,6 +145,6 @@ def lr_at(
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set the learning rate of every parameter group."""
+    """Set every parameter group's learning rate to ``lr`` times its ``lr_scale`` (default 1)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -2,13 +2,13 @@
 
 ``metrics.jsonl`` holds one JSON object per line. Training rows carry ``step`` and one or more
 loss terms (numeric keys whose name contains ``loss``); evaluation rows carry ``step`` and a PQ
-value (``pq`` or ``all/pq`` as a fraction, or ``PQ`` in percent, at the top level or under ``metrics``/``all``).
+value (``pq`` or ``all/pq`` as a fraction, or ``PQ`` in percent, at the top level or under
+``metrics``/``all``).
 Rows of other kinds are ignored, so the plot survives new columns.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,27 +16,14 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+
+from maskconver.engine.logging import read_metrics
 
 FIGURE_SIZE = (10.0, 4.0)  # inches, two panels side by side
 FIGURE_DPI = 110
 PERCENT = 100.0
 FEW_POINTS = 10  # loss series shorter than this get point markers
-
-
-def read_metrics(metrics_jsonl: Path) -> list[dict[str, Any]]:
-    """Parse a ``metrics.jsonl`` file; a malformed line raises ``ValueError`` naming it."""
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(Path(metrics_jsonl).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{metrics_jsonl}:{number}: not JSON: {e}") from e
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _is_number(value: Any) -> bool:
@@ -103,12 +90,16 @@ def plot_training_curves(metrics_jsonl: Path, out_png: Path) -> Path:
     for name in total_first:
         steps, values = losses[name]
         marker = "o" if len(steps) < FEW_POINTS else None  # a single log row is still visible
-        ax_loss.plot(steps, values, label=name, linewidth=2.0 if name == "loss" else 1.0, marker=marker)
+        ax_loss.plot(
+            steps, values, label=name, linewidth=2.0 if name == "loss" else 1.0, marker=marker
+        )
     if losses:
         ax_loss.set_yscale("log")
         ax_loss.legend(fontsize="small")
     else:
-        ax_loss.text(0.5, 0.5, "no loss rows", ha="center", va="center", transform=ax_loss.transAxes)
+        ax_loss.text(
+            0.5, 0.5, "no loss rows", ha="center", va="center", transform=ax_loss.transAxes
+        )
     ax_loss.set_xlabel("step")
     ax_loss.set_title("training losses")
     ax_loss.grid(True, which="both", alpha=0.3)
@@ -116,7 +107,9 @@ def plot_training_curves(metrics_jsonl: Path, out_png: Path) -> Path:
         ax_pq.plot(pq_steps, [PERCENT * v for v in pq_values], marker="o")
         ax_pq.set_ylim(0.0, PERCENT)
     else:
-        ax_pq.text(0.5, 0.5, "no evaluation rows", ha="center", va="center", transform=ax_pq.transAxes)
+        ax_pq.text(
+            0.5, 0.5, "no evaluation rows", ha="center", va="center", transform=ax_pq.transAxes
+        )
     ax_pq.set_xlabel("step")
     ax_pq.set_ylabel("PQ (%)")
     ax_pq.set_title("validation PQ")

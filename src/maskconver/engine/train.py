@@ -1,7 +1,8 @@
 """The training loop: one function, read top to bottom (nanoGPT / torchvision references style).
 
 ``train(cfg, output_dir)`` seeds everything, joins the ``torchrun`` process group if there is one,
-builds data, model, criterion, optimizer and EMA, optionally resumes from the latest checkpoint,
+builds data, model, criterion, optimizer and EMA through the meta-architecture table
+(``build.meta_architecture``), optionally resumes from the latest checkpoint,
 then runs ``max_steps`` optimizer steps with warmup + cosine LR, optional bf16 autocast, gradient
 accumulation, global-norm clipping, EMA updates, logging, periodic PQ evaluation (on the EMA
 weights) and atomic checkpoints.
@@ -21,7 +22,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,10 +35,10 @@ from maskconver.build import (
     build_model,
     build_target_generator,
     build_train_transforms,
+    meta_architecture,
     resolve_num_classes,
 )
 from maskconver.config import Config, ConfigError, dump_config
-from maskconver.data.loader import StepSampler, TrainSampleDataset, build_train_loader
 from maskconver.engine import distributed as dist_utils
 from maskconver.engine.checkpoint import (
     CHECKPOINT_DIR,
@@ -52,18 +53,22 @@ from maskconver.engine.checkpoint import (
 )
 from maskconver.engine.data import build_dataset, check_same_categories
 from maskconver.engine.ema import ModelEma
+from maskconver.engine.loader import StepSampler, TrainSampleDataset, build_train_loader
 from maskconver.engine.logging import MetricLogger
 from maskconver.engine.optim import build_optimizer, lr_at, set_lr
 from maskconver.engine.plots import plot_training_curves
-from maskconver.outputs import MaskConverOutput
+from maskconver.engine.step import (
+    NonFiniteLossError,
+    TrainingModule,
+    check_finite,
+    mean_over_ranks,
+)
+
+__all__ = ["NonFiniteLossError", "seed_everything", "train"]
 
 BEST_METRIC = "pq"
 # Seed offset between ranks for model-side randomness (drop path); data randomness is keyed.
 RANK_SEED_STRIDE = 1_000_003
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN/inf; the message names the step and every loss term."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,49 +80,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast when asked for and supported, else a no-op context."""
-    if amp != "bf16":
-        return contextlib.nullcontext()
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        print("train.amp=bf16 is not supported on this GPU; training in float32")
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def _float_outputs(outputs: MaskConverOutput) -> MaskConverOutput:
-    """Losses are computed in float32 even under autocast."""
-    return outputs._replace(
-        center_logits=tuple(c.float() for c in outputs.center_logits),
-        mask_logits=outputs.mask_logits.float(),
-        scores=outputs.scores.float(),
-    )
-
-
-def _check_finite(losses: dict[str, torch.Tensor], step: int, micro: int) -> None:
-    """Raise ``NonFiniteLossError`` on every rank when any rank's loss is not finite."""
-    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-    local_bad = not bool(torch.isfinite(values).all())
-    any_bad = dist_utils.all_reduce_max(torch.tensor([float(local_bad)], device=values.device))
-    if any_bad.item() > 0:
-        terms = ", ".join(f"{k}={v:.6g}" for k, v in zip(losses, values.tolist()))
-        if local_bad:
-            raise NonFiniteLossError(f"non-finite loss at step {step} (micro-batch {micro}): {terms}")
-        raise NonFiniteLossError(
-            f"non-finite loss at step {step} on another rank (this rank's terms: {terms})"
-        )
-
-
-def _mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average scalars over processes (the tensor lives on ``device``: NCCL needs CUDA)."""
-    keys = sorted(values)
-    if dist_utils.get_world_size() == 1 or not keys:
-        return dict(values)
-    local = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    t = dist_utils.all_reduce_sum(local)
-    return {k: float(v) / dist_utils.get_world_size() for k, v in zip(keys, t.tolist())}
 
 
 def _loggable(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -193,14 +155,20 @@ def train(
             skip_bad=cfg.data.skip_bad_samples,
         )
 
-        # Model, loss, optimizer, EMA (EMA from the bare model, before DDP wrapping).
+        # Model, loss, optimizer, EMA (EMA from the bare model, before DDP wrapping). The model and
+        # the criterion (which may own training-only parameters) train as one module.
+        meta = meta_architecture(cfg.model)
         model: nn.Module = build_model(cfg.model, num_classes).to(device)
         if info.distributed and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # reference trains with sync BN
         memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
-        model = model.to(memory_format=memory_format)
-        criterion = build_criterion(cfg).to(device)
-        optimizer = build_optimizer(tc, model)
+        model = cast(Any, model).to(memory_format=memory_format)  # (missing from torch's stubs)
+        criterion = build_criterion(cfg, num_classes).to(device)
+        trainable = TrainingModule(
+            model, criterion, teacher_forward=meta.teacher_forward, amp=tc.amp
+        )
+        lr_scales = {"model.backbone.": tc.backbone_lr_mult} if tc.backbone_lr_mult != 1 else None
+        optimizer = build_optimizer(tc, trainable, lr_scales=lr_scales)
         ema = ModelEma(model, tc.ema_decay, warmup=tc.ema_warmup) if tc.ema else None
         torch.manual_seed(tc.seed + RANK_SEED_STRIDE * info.rank)  # per-rank model randomness
 
@@ -216,6 +184,8 @@ def train(
                     f"cannot resume from {checkpoint}: its weights do not fit the configured "
                     f"model (was the model config changed?): {e}"
                 ) from e
+            if loaded.criterion_state is not None:
+                criterion.load_state_dict(loaded.criterion_state)
             if ema is not None and loaded.ema_state is not None:
                 ema.load_state_dict(loaded.ema_state)
             elif ema is not None:  # EMA switched on mid-run: start it from the weights
@@ -232,17 +202,22 @@ def train(
             log.message(f"no checkpoint in {output_dir}; starting from step 0")
 
         raw_model = model
-        if info.distributed:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[info.local_rank] if device.type == "cuda" else None
+        ddp = (
+            nn.parallel.DistributedDataParallel(
+                trainable, device_ids=[info.local_rank] if device.type == "cuda" else None
             )
+            if info.distributed
+            else None
+        )
+        step_module: nn.Module = ddp if ddp is not None else trainable
         end_step = tc.max_steps if stop_at is None else min(stop_at, tc.max_steps)
         micro_batch = tc.batch_size // (info.world_size * tc.grad_accum)
-        if micro_batch < 2 and cfg.model.decoder.name == "aspp":
+        needed = int(getattr(raw_model, "min_train_batch", 1))  # e.g. ASPP image-pooling BN: 2
+        if micro_batch < needed:
             raise ConfigError(
                 f"train.batch_size={tc.batch_size} over {info.world_size} process(es) x "
-                f"grad_accum={tc.grad_accum} leaves {micro_batch} image per forward; the ASPP "
-                "image-pooling BatchNorm needs at least 2"
+                f"grad_accum={tc.grad_accum} leaves {micro_batch} image(s) per forward; this "
+                f"model needs at least {needed} (batch statistics of its decoder)"
             )
         sampler = StepSampler(
             len(train_set),
@@ -271,7 +246,8 @@ def train(
                 "the warmup aims at the cosine value at its end, which is ~0, so the LR stays ~0"
             )
         log.message(
-            f"training {type(raw_model).__name__} ({sum(p.numel() for p in raw_model.parameters()):,}"
+            f"training {type(raw_model).__name__} "
+            f"({sum(p.numel() for p in raw_model.parameters()):,}"
             f" parameters, {num_classes} classes) on {len(train_set)} images, device {device}, "
             f"world size {info.world_size}, steps {start_step}..{end_step} of {tc.max_steps}"
         )
@@ -289,7 +265,7 @@ def train(
         final_losses: dict[str, float] = {}
         metrics: dict[str, Any] = {}
         saved: Path | None = checkpoint
-        model.train()
+        trainable.train()
         for step in range(start_step, end_step):
             step_start = time.perf_counter()
             lr = lr_at(
@@ -303,22 +279,26 @@ def train(
             step_losses: dict[str, torch.Tensor] = {}
             for micro in range(tc.grad_accum):
                 images, targets = next(batches)
-                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                images = images.to(device, non_blocking=True).contiguous(
+                    memory_format=memory_format
+                )
                 targets = targets.to(device)
                 last_micro = micro == tc.grad_accum - 1
                 # DDP: all-reduce gradients only on the last micro-batch
-                sync = model.no_sync() if info.distributed and not last_micro else contextlib.nullcontext()
+                sync = (
+                    ddp.no_sync()
+                    if ddp is not None and not last_micro
+                    else contextlib.nullcontext()
+                )
                 with sync:
-                    with _autocast(tc.amp, device):
-                        outputs = model(images, targets.center_indices, targets.classes)
-                    losses = criterion(_float_outputs(outputs), targets)
-                    _check_finite(losses, step + 1, micro)
+                    losses = step_module(images, targets)
+                    check_finite(losses, step + 1, micro)
                     (losses["loss"] / tc.grad_accum).backward()
                 for name, value in losses.items():
                     step_losses[name] = step_losses.get(name, 0.0) + value.detach() / tc.grad_accum
             grad_norm = None
             if tc.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable.parameters(), tc.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
@@ -336,7 +316,7 @@ def train(
             train_images += tc.batch_size
             train_time += elapsed
             if done % tc.log_every == 0 or done == end_step:
-                final_losses = _mean_over_ranks(
+                final_losses = mean_over_ranks(
                     {k: v / window_steps for k, v in window_losses.items()}, device
                 )
                 record: dict[str, Any] = {"lr": lr, **final_losses}
@@ -381,6 +361,7 @@ def train(
                         num_classes=num_classes,
                         metrics=metrics if metrics.get("step") == done else None,
                         trainer_extra={"rng": rng_state(), "sampler": {"next_step": done}},
+                        criterion=criterion,
                     )
                     prune_checkpoints(output_dir, tc.keep_last, keep_best_by=BEST_METRIC)
                 dist_utils.barrier()

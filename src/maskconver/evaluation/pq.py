@@ -166,9 +166,7 @@ class PanopticQuality:
 
         # matching: same category, gt not crowd, IoU > 0.5 (unique by construction)
         union = pred_area[None, :] + gt_area[:, None] - inter - void_overlap[None, :]
-        candidate = (
-            (gt_rows[:, None] == pred_rows[None, :]) & ~gt_crowd[:, None] & (inter > 0)
-        )
+        candidate = (gt_rows[:, None] == pred_rows[None, :]) & ~gt_crowd[:, None] & (inter > 0)
         iou = np.zeros(inter.shape, dtype=np.float64)
         np.divide(inter, union, out=iou, where=candidate & (union > 0))
         matched = candidate & (iou > MATCH_IOU)
@@ -211,9 +209,7 @@ class PanopticQuality:
         for k, s in enumerate(ordered):
             row = self._row.get(s.category_id)
             if row is None:
-                raise ValueError(
-                    f"{what}: segment {s.id} has unknown category_id {s.category_id}"
-                )
+                raise ValueError(f"{what}: segment {s.id} has unknown category_id {s.category_id}")
             rows[k] = row
         return ids, rows
 
@@ -367,8 +363,10 @@ def _intersections(
     """Pixel counts of every (gt, pred) pair with one ``bincount`` over index pairs.
 
     Args:
-        gt, pred: ``[N]`` uint32 ids.
-        gt_ids, pred_ids: ``[Sg]``, ``[Sp]`` sorted segment ids.
+        gt: ``[N]`` uint32 ground-truth ids.
+        gt_ids: ``[Sg]`` sorted ground-truth segment ids.
+        pred: ``[N]`` uint32 predicted ids.
+        pred_ids: ``[Sp]`` sorted predicted segment ids.
         work: scratch buffers.
 
     Returns:
@@ -400,8 +398,11 @@ def _intersections(
 
 
 def _run_starts(gt: np.ndarray, pred: np.ndarray, work: _Workspace) -> np.ndarray | None:
-    """First pixel ``[R]`` (intp) of every run of equal (gt, pred) ids in raster order, or None
-    when there are more than ``MAX_RUN_FRACTION`` runs per pixel (or fewer than 2 pixels)."""
+    """First pixel of every run of equal (gt, pred) ids in raster order.
+
+    Returns ``[R]`` intp, or None when there are more than ``MAX_RUN_FRACTION`` runs per pixel
+    (or fewer than 2 pixels).
+    """
     size = len(gt)
     if size < 2:
         return None
@@ -423,8 +424,11 @@ def _run_starts(gt: np.ndarray, pred: np.ndarray, work: _Workspace) -> np.ndarra
 def _run_intersections(
     gt: np.ndarray, gt_ids: np.ndarray, pred: np.ndarray, pred_ids: np.ndarray, starts: np.ndarray
 ) -> tuple[np.ndarray, bool]:
-    """``_intersections`` from the runs starting at ``starts``: one id lookup per run and a
-    ``bincount`` weighted by run lengths (float64 sums of integers < 2^53: exact)."""
+    """``_intersections`` from the runs starting at ``starts``.
+
+    One id lookup per run and a ``bincount`` weighted by run lengths (float64 sums of integers
+    < 2^53: exact).
+    """
     num_gt, num_pred = len(gt_ids), len(pred_ids)
     lengths = np.diff(starts, append=len(gt))
     gt_index = _dense_index(gt[starts], gt_ids)  # 0 void, 1 + k segment k, num_gt + 1 unknown
@@ -439,8 +443,11 @@ def _run_intersections(
 
 
 def _dense_index(values: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
-    """``[R]`` intp: 0 for void, ``1 + k`` for ``segment_ids[k]``, ``len(segment_ids) + 1`` for
-    any other id (``segment_ids`` sorted, all > 0)."""
+    """Dense index of ids: ``[R]`` intp.
+
+    0 for void, ``1 + k`` for ``segment_ids[k]``, ``len(segment_ids) + 1`` for any other id
+    (``segment_ids`` sorted, all > 0).
+    """
     num = len(segment_ids)
     pos = np.searchsorted(segment_ids, values)
     found = segment_ids[np.minimum(pos, num - 1)] == values if num else np.zeros(len(values), bool)

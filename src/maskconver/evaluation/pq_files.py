@@ -43,8 +43,9 @@ def categories_from_json(items: list[dict], where: str) -> list[Category]:
     """COCO ``categories`` entries -> ``Category`` list (``isthing`` defaults to 1)."""
     try:
         return [
-            Category(id=int(c["id"]), name=str(c.get("name", c["id"])),
-                     isthing=bool(c.get("isthing", 1)))
+            Category(
+                id=int(c["id"]), name=str(c.get("name", c["id"])), isthing=bool(c.get("isthing", 1))
+            )
             for c in items
         ]
     except (KeyError, TypeError, ValueError) as e:

@@ -6,15 +6,13 @@ fusions, reference section 1.5).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskconver.layers.init import he_normal_init
-
-NormLayer = Callable[[int], nn.Module]
-ActLayer = Callable[[], nn.Module]
+from maskconver.layers.types import ActLayer, NormLayer
 
 
 def resize_to(x: Tensor, size: Sequence[int]) -> Tensor:

@@ -6,10 +6,12 @@ one set of norm layers per level).
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
-from maskconver.heads.fusion import ActLayer, NormLayer
 from maskconver.layers.init import he_normal_init, init_prior_bias, trunc_normal_
+from maskconver.layers.types import ActLayer, NormLayer
 
 CLASSIFIER_STD = 0.01  # truncated-normal std of the prediction conv (reference 1.8)
 DENSE_KERNEL = 3  # kernel of a repetition when kernel_size == 0 (no depthwise)
@@ -80,7 +82,7 @@ class LightHead(nn.Module):
         trunc_normal_(self.classifier.weight, CLASSIFIER_STD)
         if prior_prob is not None:
             init_prior_bias(self.classifier, prior_prob)
-        else:
+        elif self.classifier.bias is not None:
             nn.init.zeros_(self.classifier.bias)
 
     def forward(self, levels: list[Tensor]) -> list[Tensor]:
@@ -93,7 +95,7 @@ class LightHead(nn.Module):
             raise ValueError(f"LightHead: expected {self.num_levels} levels, got {len(levels)}")
         outputs = []
         for norms, x in zip(self.norms, levels):
-            for conv, norm, act in zip(self.convs, norms, self.acts):
+            for conv, norm, act in zip(self.convs, cast(nn.ModuleList, norms), self.acts):
                 x = act(norm(conv(x)))
             outputs.append(self.classifier(x))
         return outputs

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from maskconver.heads.fusion import ActLayer
+from maskconver.layers.types import ActLayer
 
 EMBEDDING_INIT_RANGE = 0.05  # Keras Embedding default: uniform(-0.05, 0.05)
 MLP_NORM_EPS = 1e-6
@@ -42,18 +42,18 @@ class MaskEmbeddingGenerator(nn.Module):
         self.fusion = fusion
         self.class_embedding = nn.Embedding(num_classes, embedding_dim)
         nn.init.uniform_(self.class_embedding.weight, -EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
+        first, last = nn.Linear(embedding_dim, hidden_dim), nn.Linear(hidden_dim, embedding_dim)
         self.mlp = nn.Sequential(
-            nn.Linear(embedding_dim, hidden_dim),
-            nn.LayerNorm(hidden_dim, eps=MLP_NORM_EPS),
-            act_layer(),
-            nn.Linear(hidden_dim, embedding_dim),
+            first, nn.LayerNorm(hidden_dim, eps=MLP_NORM_EPS), act_layer(), last
         )
-        for layer in (self.mlp[0], self.mlp[3]):
+        for layer in (first, last):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     def forward(self, center_embeddings: Tensor, classes: Tensor) -> Tensor:
-        """Args:
+        """Fuse center and class embeddings and run the MLP.
+
+        Args:
             center_embeddings: ``[B, K, E]`` embeddings gathered at the centers.
             classes: ``[B, K]`` int class indices; negatives (padding) are clamped to 0.
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import nn
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+from maskconver.layers.types import ActLayer
+
+ACTIVATIONS: dict[str, ActLayer] = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
     "hardswish": nn.Hardswish,
@@ -16,7 +16,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def get_act_layer(name: str) -> Callable[[], nn.Module]:
+def get_act_layer(name: str) -> ActLayer:
     """Return the activation-layer constructor for ``name``.
 
     Args:

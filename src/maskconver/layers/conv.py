@@ -6,9 +6,9 @@ so a map produced at stride ``s`` from an ``H``-pixel input has ``ceil(H / s)`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor, nn
+
+from maskconver.layers.types import ActLayer, NormLayer
 
 DIVISOR = 8  # channel counts of the MobileNet families are multiples of this
 MIN_ROUND_RATIO = 0.9  # make_divisible never rounds down by more than 10 %
@@ -66,8 +66,8 @@ class ConvNormAct(nn.Sequential):
         dilation: int = 1,
         groups: int = 1,
         bias: bool = False,
-        norm_layer: Callable[[int], nn.Module] | None = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] | None = nn.ReLU,
+        norm_layer: NormLayer | None = nn.BatchNorm2d,
+        act_layer: ActLayer | None = nn.ReLU,
     ) -> None:
         layers: list[nn.Module] = [
             nn.Conv2d(
@@ -168,9 +168,9 @@ class InvertedResidual(nn.Module):
         kernel_size: int = 3,
         stride: int = 1,
         dilation: int = 1,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = nn.ReLU,
-        se_layer: Callable[[int], nn.Module] | None = None,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        act_layer: ActLayer = nn.ReLU,
+        se_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
         self.use_residual = stride == 1 and in_ch == out_ch

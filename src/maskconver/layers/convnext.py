@@ -79,4 +79,3 @@ class ConvNeXtSEBlock(nn.Module):
             y = y * self.gamma
         y = y.permute(0, 3, 1, 2)  # [B, C, H, W]
         return x + self.drop_path(y)
-

@@ -43,4 +43,5 @@ class DropPath(nn.Module):
         return drop_path(x, self.p, self.training)
 
     def extra_repr(self) -> str:
+        """The constructor arguments shown by ``repr``."""
         return f"p={self.p}"

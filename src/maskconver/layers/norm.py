@@ -34,6 +34,7 @@ class LayerNorm2d(nn.Module):
         return x.permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
+        """The constructor arguments shown by ``repr``."""
         return f"{self.num_channels}, eps={self.eps}"
 
 
@@ -51,6 +52,10 @@ class FrozenBatchNorm2d(nn.Module):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
+        self.weight: Tensor
+        self.bias: Tensor
+        self.running_mean: Tensor
+        self.running_var: Tensor
         self.register_buffer("weight", torch.ones(num_features))
         self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -78,4 +83,5 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
+        """The constructor arguments shown by ``repr``."""
         return f"{self.num_features}, eps={self.eps}"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor, nn
+
+from maskconver.layers.types import ActLayer
 
 
 class SqueezeExcitation(nn.Module):
@@ -26,8 +26,8 @@ class SqueezeExcitation(nn.Module):
         channels: int,
         squeeze_channels: int,
         *,
-        act_layer: Callable[[], nn.Module] = nn.ReLU,
-        gate_layer: Callable[[], nn.Module] = nn.Sigmoid,
+        act_layer: ActLayer = nn.ReLU,
+        gate_layer: ActLayer = nn.Sigmoid,
         channels_last: bool = False,
     ) -> None:
         super().__init__()

@@ -102,9 +102,5 @@ def mask_dice_loss(
     intersection = (pred * gt).sum(dim=(1, 2, 3))
     total = pred.sum(dim=(1, 2, 3)) + gt.sum(dim=(1, 2, 3))
     dice = 2.0 * intersection / (total + eps)
-    if mode == "adaptive":
-        per_image = 1.0 - dice * torch.exp(1.0 - dice)
-    else:
-        per_image = 1.0 - dice
+    per_image = 1.0 - dice * torch.exp(1.0 - dice) if mode == "adaptive" else 1.0 - dice
     return per_image.mean()
-

@@ -6,13 +6,24 @@ exceeds ``min_area`` and ``overlap_threshold`` times its own area (prob > 0.5); 
 proposals become void; whole won regions form the segments. ``merge="maskformer"`` follows
 MaskFormer's panoptic inference: segments are won pixels with prob >= ``mask_threshold``.
 Thing proposals become separate segments; stuff proposals of one class merge into one segment.
+
+Two layers:
+
+* the fixed-shape tensor core (``postprocess.merge``): owner index per pixel and per-proposal
+  keep / class / score / area; traceable, exportable;
+* ``number_segments``: the small Python step that numbers the kept proposals (things
+  separately, stuff merged per class) and builds ``segments_info``; every backend shares it.
+
+``PanopticPostProcessor`` runs both. Proposals that cannot win (below the object threshold) are
+dropped before their masks are upsampled to the output canvas; the result is exactly the merge of
+all K proposals.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -20,11 +31,53 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from maskconver.data.types import SegmentInfo
-from maskconver.outputs import MaskConverOutput, PanopticPrediction
+from maskconver.outputs import PanopticPrediction
+from maskconver.postprocess.merge import (
+    DEFAULT_CHUNK,
+    MergeCore,
+    ProbabilityFn,
+    SortedProposals,
+    merge_proposals,
+    sort_proposals,
+)
 from maskconver.postprocess.peaks import hard_sigmoid
 
-ORIGINAL_AREA_PROB = 0.5  # reference: a proposal's own area is #pixels with prob > 0.5
 UNUSED_CLASS = -1  # class_to_category entry of an index that maps to no category
+
+
+class Proposals(Protocol):
+    """What the merge reads from a model's output (``MaskConverOutput`` has these fields).
+
+    Attributes:
+        mask_logits: ``[B, K, hm, wm]`` mask logits covering the padded network input.
+        scores: ``[B, K]`` proposal scores.
+        classes: ``[B, K]`` int64 class indices.
+    """
+
+    @property
+    def mask_logits(self) -> Tensor:
+        """``[B, K, hm, wm]``."""
+        ...
+
+    @property
+    def scores(self) -> Tensor:
+        """``[B, K]``."""
+        ...
+
+    @property
+    def classes(self) -> Tensor:
+        """``[B, K]``."""
+        ...
+
+
+def canvas_size(
+    input_size: tuple[int, int], valid_size: tuple[int, int], output_size: tuple[int, int]
+) -> tuple[int, int]:
+    """Size the whole padded input maps to when its valid part is resized to ``output_size``."""
+    (hi, wi), (hv, wv), (ho, wo) = input_size, valid_size, output_size
+    if not (0 < hv <= hi and 0 < wv <= wi):
+        raise ValueError(f"valid size {valid_size} must lie inside the input size {input_size}")
+    return max(ho, math.ceil(hi * ho / hv)), max(wo, math.ceil(wi * wo / wv))
 
 
 def rescale_logits(
@@ -42,20 +95,67 @@ def rescale_logits(
 
     Args:
         logits: ``[K, hm, wm]`` mask logits covering the padded input.
+        input_size: ``(H, W)`` of the padded network input.
+        valid_size: ``(h, w)`` of the resized image inside it.
+        output_size: ``(H0, W0)`` of the original image.
 
     Returns:
         ``[K, H0, W0]`` logits.
     """
-    (hi, wi), (hv, wv), (ho, wo) = input_size, valid_size, output_size
-    if not (0 < hv <= hi and 0 < wv <= wi):
-        raise ValueError(f"valid size {valid_size} must lie inside the input size {input_size}")
-    canvas = (max(ho, math.ceil(hi * ho / hv)), max(wo, math.ceil(wi * wo / wv)))
+    canvas = canvas_size(input_size, valid_size, output_size)
     resized = F.interpolate(logits[None], size=canvas, mode="bilinear", align_corners=False)[0]
-    return resized[:, :ho, :wo]
+    return resized[:, : output_size[0], : output_size[1]]
+
+
+def number_segments(
+    core: MergeCore, *, class_to_category: Sequence[int], is_thing_class: Sequence[bool]
+) -> PanopticPrediction:
+    """Number the kept proposals and paint the id map (the Python step after the tensor core).
+
+    Kept proposals are visited in score order: each thing gets a new segment id, the first stuff
+    proposal of a class gets a new id and later stuff proposals of that class join it. Ids run
+    1..n; 0 is void.
+
+    Args:
+        core: the tensor core's result for one image.
+        class_to_category: class index -> dataset category id.
+        is_thing_class: class index -> thing (True) or stuff.
+
+    Returns:
+        The ``[H, W]`` int32 panoptic map and one ``SegmentInfo`` per id (with score and area).
+    """
+    keep = core.keep.cpu().numpy()
+    classes = core.classes.cpu().numpy()
+    scores = core.scores.float().cpu().numpy()
+    areas = core.areas.cpu().numpy()
+    segment_of = np.zeros(len(keep) + 1, dtype=np.int32)  # proposal -> id; index -1 is void
+    segments: list[SegmentInfo] = []
+    stuff_segment: dict[int, SegmentInfo] = {}
+    for k in np.flatnonzero(keep):
+        cls = int(classes[k])
+        is_thing = bool(is_thing_class[cls])
+        if not is_thing and cls in stuff_segment:
+            merged = stuff_segment[cls]
+            segment_of[k] = merged.id
+            merged.area += int(areas[k])
+            continue
+        seg = SegmentInfo(
+            id=len(segments) + 1,
+            category_id=int(class_to_category[cls]),
+            score=float(scores[k]),
+            isthing=is_thing,
+            area=int(areas[k]),
+        )
+        segment_of[k] = seg.id
+        segments.append(seg)
+        if not is_thing:
+            stuff_segment[cls] = seg
+    panoptic = segment_of[core.owner.cpu().numpy()]  # owner -1 -> the void entry
+    return PanopticPrediction(panoptic=panoptic.astype(np.int32), segments=segments)
 
 
 class PanopticPostProcessor:
-    """Turns ``MaskConverOutput`` into ``PanopticPrediction`` at each image's original size.
+    """Turns model proposals into ``PanopticPrediction`` at each image's original size.
 
     Args:
         class_to_category: model class index -> dataset category id (-1 for unused indices;
@@ -68,6 +168,7 @@ class PanopticPostProcessor:
         min_area: reference: keep iff won area > min_area (pixels on the original canvas).
         mask_threshold: maskformer: segment pixels need prob >= mask_threshold.
         hard_sigmoid: probabilities by ``relu6(x + 3) / 6`` instead of the sigmoid.
+        chunk: proposals upsampled to the canvas at a time (memory ``chunk x H x W``).
     """
 
     def __init__(
@@ -81,6 +182,7 @@ class PanopticPostProcessor:
         min_area: int = 256,
         mask_threshold: float = 0.5,
         hard_sigmoid: bool = False,
+        chunk: int = DEFAULT_CHUNK,
     ) -> None:
         if len(class_to_category) != len(is_thing_class):
             raise ValueError(
@@ -89,19 +191,25 @@ class PanopticPostProcessor:
             )
         if merge not in ("reference", "maskformer"):
             raise ValueError(f"merge must be 'reference' or 'maskformer', got {merge!r}")
-        self.class_to_category = torch.tensor(list(class_to_category), dtype=torch.int64)
-        self.is_thing_class = torch.tensor([bool(t) for t in is_thing_class], dtype=torch.bool)
+        self.class_to_category = [int(c) for c in class_to_category]
+        self.is_thing_class = [bool(t) for t in is_thing_class]
+        self.class_usable = torch.tensor([c != UNUSED_CLASS for c in self.class_to_category])
         self.merge = merge
         self.object_threshold = object_threshold
         self.overlap_threshold = overlap_threshold
         self.min_area = min_area
         self.mask_threshold = mask_threshold
         self.hard_sigmoid = hard_sigmoid
+        self.chunk = chunk
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Mask probabilities of logits (sigmoid, or the hard sigmoid)."""
+        return hard_sigmoid(logits) if self.hard_sigmoid else logits.sigmoid()
 
     @torch.no_grad()
     def __call__(
         self,
-        outputs: MaskConverOutput,
+        outputs: Proposals,
         valid_sizes: Sequence[tuple[int, int]],
         output_sizes: Sequence[tuple[int, int]],
         input_size: tuple[int, int],
@@ -124,28 +232,40 @@ class PanopticPostProcessor:
                 f"got {len(valid_sizes)} valid sizes and {len(output_sizes)} output sizes for "
                 f"a batch of {batch}"
             )
+        hw_in = (int(input_size[0]), int(input_size[1]))
         results = []
         for b in range(batch):
-            logits = rescale_logits(
-                outputs.mask_logits[b].float(),
-                tuple(input_size),  # type: ignore[arg-type]
-                tuple(valid_sizes[b]),  # type: ignore[arg-type]
-                tuple(output_sizes[b]),  # type: ignore[arg-type]
-            )
-            probs = hard_sigmoid(logits) if self.hard_sigmoid else logits.sigmoid()
+            valid_size = (int(valid_sizes[b][0]), int(valid_sizes[b][1]))
+            output_size = (int(output_sizes[b][0]), int(output_sizes[b][1]))
+            sorted_ = self._sorted(outputs.scores[b].float(), outputs.classes[b])
+            logits = outputs.mask_logits[b].float()[sorted_.order]  # [n, hm, wm], sorted
+
             results.append(
-                self.merge_probabilities(
-                    probs, outputs.scores[b].float(), outputs.classes[b].long()
+                self._merge(
+                    self._rescaled(logits, hw_in, valid_size, output_size), sorted_, output_size
                 )
             )
         return results
 
+    def _rescaled(
+        self,
+        logits: Tensor,
+        input_size: tuple[int, int],
+        valid_size: tuple[int, int],
+        output_size: tuple[int, int],
+    ) -> ProbabilityFn:
+        """``(start, stop) -> probabilities`` of sorted low-resolution logits on the canvas."""
+
+        def probabilities(start: int, stop: int) -> Tensor:
+            rescaled = rescale_logits(logits[start:stop], input_size, valid_size, output_size)
+            return self.probabilities(rescaled)
+
+        return probabilities
+
     def merge_probabilities(
         self, probs: Tensor, scores: Tensor, classes: Tensor
     ) -> PanopticPrediction:
-        """Merge one image's proposals.
-
-        Runs on the device of ``probs``; only the returned map is moved to the CPU.
+        """Merge one image's proposals given their probabilities on the output canvas.
 
         Args:
             probs: ``[K, H, W]`` mask probabilities on the output canvas.
@@ -155,72 +275,46 @@ class PanopticPostProcessor:
         Returns:
             The panoptic map (ids 1..n, 0 void) and its segments.
         """
+        sorted_ = self._sorted(scores.float(), classes)
+        chosen = probs.float()[sorted_.order]
+        return self._merge(
+            lambda start, stop: chosen[start:stop], sorted_, (probs.shape[-2], probs.shape[-1])
+        )
+
+    def _sorted(self, scores: Tensor, classes: Tensor) -> SortedProposals:
+        """Sorted proposals, cut after the last valid one (the rest can never own a pixel).
+
+        Invalid proposals score 0 and sort after every valid one with a positive score, so the
+        kept prefix is usually exactly the valid proposals; a zero-scored invalid proposal that
+        sorts before a valid one (possible only with ``object_threshold < 0``) stays, because it
+        wins the pixels where every product is 0 in the full merge too.
+        """
         num_classes = len(self.class_to_category)
-        if int(classes.max()) >= num_classes or int(classes.min()) < 0:
+        if classes.numel() and (int(classes.max()) >= num_classes or int(classes.min()) < 0):
             raise ValueError(
                 f"proposal classes must be in [0, {num_classes}), got {classes.tolist()}"
             )
-        usable = self.class_to_category.to(classes.device)[classes] != UNUSED_CLASS
-        valid = (scores > self.object_threshold) & usable
-        scores = torch.where(valid, scores, torch.zeros_like(scores))
-        probs = probs * valid[:, None, None].to(probs.dtype)
-        order = scores.argsort(descending=True, stable=True)
-        scores, classes, probs, valid = scores[order], classes[order], probs[order], valid[order]
+        full = sort_proposals(scores, classes, self.class_usable, self.object_threshold)
+        valid_positions = torch.nonzero(full.valid).flatten()
+        count = int(valid_positions[-1]) + 1 if valid_positions.numel() else 0
+        return SortedProposals(*(t[:count] for t in full))
 
-        num = len(scores)
-        winner = (probs * scores[:, None, None]).argmax(dim=0)  # [H, W], ties -> best proposal
-        won_area = torch.bincount(winner.flatten(), minlength=num)
-        if self.merge == "reference":
-            own_area = (probs > ORIGINAL_AREA_PROB).flatten(1).sum(1)
-            keep = (
-                valid
-                & (won_area > self.min_area)
-                & (own_area > 0)
-                & (won_area > self.overlap_threshold * own_area)
-            )
-            in_segment = keep[winner]
-        else:
-            own_area = (probs >= self.mask_threshold).flatten(1).sum(1)
-            winner_prob = probs.gather(0, winner[None])[0]
-            confident = winner_prob >= self.mask_threshold
-            seg_area = torch.bincount(winner[confident], minlength=num)
-            ratio = won_area.float() / own_area.clamp(min=1).float()
-            keep = valid & (seg_area > 0) & (own_area > 0) & (ratio >= self.overlap_threshold)
-            in_segment = keep[winner] & confident
-        return self._segments(winner, in_segment, keep, scores, classes)
-
-    def _segments(
-        self, winner: Tensor, in_segment: Tensor, keep: Tensor, scores: Tensor, classes: Tensor
+    def _merge(
+        self,
+        probabilities: ProbabilityFn,
+        proposals: SortedProposals,
+        canvas: tuple[int, int],
     ) -> PanopticPrediction:
-        """Number kept proposals (things separately, stuff merged per class) and paint the map."""
-        segment_ids = [0] * (len(keep) + 1)  # proposal -> segment id; the extra entry is void
-        segments: list[SegmentInfo] = []
-        stuff_segment: dict[int, int] = {}
-        class_list, score_list = classes.tolist(), scores.tolist()
-        for k in torch.nonzero(keep).flatten().tolist():
-            cls = class_list[k]
-            is_thing = bool(self.is_thing_class[cls])
-            if not is_thing and cls in stuff_segment:
-                segment_ids[k] = stuff_segment[cls]
-                continue
-            seg_id = len(segments) + 1
-            segment_ids[k] = seg_id
-            if not is_thing:
-                stuff_segment[cls] = seg_id
-            segments.append(
-                SegmentInfo(
-                    id=seg_id,
-                    category_id=int(self.class_to_category[cls]),
-                    score=score_list[k],
-                    isthing=is_thing,
-                )
-            )
-        segment_of = torch.tensor(segment_ids, dtype=torch.int64, device=winner.device)
-        pixel_proposal = torch.where(in_segment, winner, torch.full_like(winner, len(keep)))
-        panoptic = segment_of[pixel_proposal]
-        areas = torch.bincount(panoptic.flatten(), minlength=len(segments) + 1).tolist()
-        for seg in segments:
-            seg.area = areas[seg.id]
-        return PanopticPrediction(
-            panoptic=panoptic.cpu().numpy().astype(np.int32), segments=segments
+        core = merge_proposals(
+            probabilities,
+            proposals,
+            (int(canvas[0]), int(canvas[1])),
+            mode=self.merge,
+            overlap_threshold=self.overlap_threshold,
+            min_area=self.min_area,
+            mask_threshold=self.mask_threshold,
+            chunk=self.chunk,
+        )
+        return number_segments(
+            core, class_to_category=self.class_to_category, is_thing_class=self.is_thing_class
         )

@@ -86,17 +86,20 @@ def find_peaks(
     return scores, classes, positions
 
 
-def gather_embeddings(levels: Sequence[Tensor], indices: Tensor) -> Tensor:
-    """Gather per-position embeddings at flat indices.
+def gather_at_centers(levels: Sequence[Tensor], indices: Tensor) -> Tensor:
+    """Gather per-position values (embeddings, heatmap logits, ...) at flat center indices.
+
+    The one helper every per-slot lookup uses: center embeddings for the mask embeddings,
+    heatmap logits for teacher-forced scores and ReMask's class factor.
 
     Args:
-        levels: per level ``[B, E, h_l, w_l]`` embedding maps.
+        levels: per level ``[B, C, h_l, w_l]`` maps (same B and C).
         indices: ``[B, K]`` int64 flat indices into the level-major, row-major concatenation.
 
     Returns:
-        ``[B, K, E]`` embeddings.
+        ``[B, K, C]`` values.
     """
-    flat = torch.cat([x.flatten(2) for x in levels], dim=2)  # [B, E, N]
+    flat = torch.cat([x.flatten(2) for x in levels], dim=2)  # [B, C, N]
     batch, dim, _ = flat.shape
     index = indices.long()[:, None, :].expand(batch, dim, indices.shape[1])
     return flat.gather(2, index).transpose(1, 2)

@@ -68,7 +68,7 @@ def nearest_indices(size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(index, size - 1), inside
 
 
-def downsample_nearest(array: np.ndarray, stride: int, fill: float | int = 0) -> np.ndarray:
+def downsample_nearest(array: np.ndarray, stride: int, fill: float = 0) -> np.ndarray:
     """Half-pixel nearest downsampling of ``[..., H, W]`` to ``[..., ceil(H/s), ceil(W/s)]``.
 
     Output pixels whose source falls outside the input get ``fill``. Always returns a new array.
@@ -271,8 +271,7 @@ class TargetGenerator:
         return Targets(
             heatmaps=[torch.from_numpy(h) for h in heatmaps],
             heatmap_weights=[
-                torch.from_numpy(downsample_nearest(weight, s))
-                for s in self.center_strides
+                torch.from_numpy(downsample_nearest(weight, s)) for s in self.center_strides
             ],
             center_indices=torch.from_numpy(indices),
             classes=torch.from_numpy(classes),

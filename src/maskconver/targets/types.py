@@ -8,7 +8,8 @@ row-major flattened heatmaps (the same order ``find_peaks`` uses).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,7 +42,12 @@ class Targets:
 
 @dataclass
 class TargetBatch:
-    """``Targets`` stacked over a batch (every field gains a leading ``B`` dimension)."""
+    """``Targets`` stacked over a batch (every field gains a leading ``B`` dimension).
+
+    Fields are stacked and moved generically (one loop over the dataclass fields): a tensor field
+    is stacked, a per-level list is stacked level by level, an int becomes an int64 ``[B]``
+    tensor. A new target is therefore one field here and one in ``Targets``.
+    """
 
     heatmaps: list[Tensor]  # per level [B, C, h_l, w_l]
     heatmap_weights: list[Tensor]  # per level [B, h_l, w_l]
@@ -55,29 +61,34 @@ class TargetBatch:
     @classmethod
     def stack(cls, items: list[Targets]) -> TargetBatch:
         """Stack per-image targets (all must share shapes)."""
-        n_levels = len(items[0].heatmaps)
-        return cls(
-            heatmaps=[torch.stack([t.heatmaps[i] for t in items]) for i in range(n_levels)],
-            heatmap_weights=[
-                torch.stack([t.heatmap_weights[i] for t in items]) for i in range(n_levels)
-            ],
-            center_indices=torch.stack([t.center_indices for t in items]),
-            classes=torch.stack([t.classes for t in items]),
-            masks=torch.stack([t.masks for t in items]),
-            mask_valid=torch.stack([t.mask_valid for t in items]),
-            pixel_weights=torch.stack([t.pixel_weights for t in items]),
-            num_instances=torch.tensor([t.num_instances for t in items], dtype=torch.int64),
-        )
+        if not items:
+            raise ValueError("TargetBatch.stack: no targets to stack")
+        return cls(**{f.name: _stack([getattr(t, f.name) for t in items]) for f in fields(cls)})
 
     def to(self, device: torch.device | str) -> TargetBatch:
         """Move every tensor to ``device``."""
-        return TargetBatch(
-            heatmaps=[h.to(device) for h in self.heatmaps],
-            heatmap_weights=[w.to(device) for w in self.heatmap_weights],
-            center_indices=self.center_indices.to(device),
-            classes=self.classes.to(device),
-            masks=self.masks.to(device),
-            mask_valid=self.mask_valid.to(device),
-            pixel_weights=self.pixel_weights.to(device),
-            num_instances=self.num_instances.to(device),
-        )
+        return type(self)(**{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
+
+
+def _stack(values: list[Any]) -> Any:
+    """Stack one field over the batch: tensors, per-level tensor lists, ints, or all None."""
+    first = values[0]
+    if first is None:
+        if any(v is not None for v in values):
+            raise ValueError("TargetBatch.stack: a field is None for some images only")
+        return None
+    if isinstance(first, Tensor):
+        return torch.stack(values)
+    if isinstance(first, list):
+        return [torch.stack([v[i] for v in values]) for i in range(len(first))]
+    if isinstance(first, (int, bool)):
+        return torch.tensor(values, dtype=torch.int64)
+    raise TypeError(f"TargetBatch.stack: cannot stack a field of type {type(first).__name__}")
+
+
+def _move(value: Any, device: torch.device | str) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, list):
+        return [v.to(device) for v in value]
+    return value

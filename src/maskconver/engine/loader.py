@@ -20,7 +20,7 @@ import torch
 from PIL import UnidentifiedImageError
 
 from maskconver.data.types import PanopticSample
-from maskconver.targets.types import Targets, TargetBatch
+from maskconver.targets.types import TargetBatch, Targets
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,9 @@ class TrainSampleDataset:
         return image_to_tensor(sample.image), self.target_generator(sample)
 
 
-def collate_train(batch: Sequence[tuple[torch.Tensor, Targets]]) -> tuple[torch.Tensor, TargetBatch]:
+def collate_train(
+    batch: Sequence[tuple[torch.Tensor, Targets]],
+) -> tuple[torch.Tensor, TargetBatch]:
     """Stack samples into images ``[B, 3, H, W]`` and a ``TargetBatch``."""
     shapes = {tuple(image.shape) for image, _ in batch}
     if len(shapes) != 1:

@@ -1,0 +1,173 @@
+"""The only bridge from ``maskconver.config`` to objects: named choices are dict literals here.
+
+Tables: ``META_ARCHITECTURES`` (below: a model with the target generator, criterion,
+post-processor and teacher-forced training call that go with it), ``BACKBONES``, ``DECODERS`` and
+``NORMS`` (``build/parts.py``). ``build_model(cfg.model, num_classes)``,
+``build_target_generator``, ``build_criterion`` and ``build_postprocessor`` dispatch on
+``cfg.model.meta_architecture``; the transforms are shared. Imports of optional parts (backbone
+families, targets, losses, data transforms) happen inside the builder that needs them, so
+building a tiny model never imports ResNet or scipy code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
+
+from maskconver.build import maskconver as _mc
+from maskconver.build.parts import BACKBONES, DECODERS, NORMS, build_backbone, build_decoder
+from maskconver.config import Config, ConfigError, ModelConfig
+from maskconver.postprocess.panoptic import PanopticPostProcessor
+
+if TYPE_CHECKING:
+    from maskconver.data.types import CategorySet, PanopticSample
+
+__all__ = [
+    "BACKBONES",
+    "DECODERS",
+    "META_ARCHITECTURES",
+    "NORMS",
+    "MetaArchitecture",
+    "build_backbone",
+    "build_copy_paste",
+    "build_criterion",
+    "build_decoder",
+    "build_eval_transforms",
+    "build_model",
+    "build_postprocessor",
+    "build_target_generator",
+    "build_train_transforms",
+    "meta_architecture",
+    "resolve_num_classes",
+]
+
+FLIP_PROB = 0.5
+
+
+def resolve_num_classes(cfg: Config, categories: CategorySet) -> int:
+    """``cfg.model.num_classes`` if set (must cover the label space), else the categories'."""
+    needed = categories.num_classes
+    if cfg.model.num_classes is None:
+        return needed
+    if cfg.model.num_classes < needed:
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} is too small: label space "
+            f"'{categories.label_space}' of this dataset needs {needed} classes"
+        )
+    return cfg.model.num_classes
+
+
+# --------------------------------------------------------------------------------------------
+# Meta-architectures
+
+
+@dataclass(frozen=True)
+class MetaArchitecture:
+    """Everything that changes with the meta-architecture.
+
+    Attributes:
+        build_model: ``(cfg.model, num_classes) -> model``; ``model(images)`` runs inference.
+        build_target_generator: ``(cfg, categories, num_classes) -> (sample -> targets)``.
+        build_criterion: ``(cfg, num_classes) -> criterion``; ``criterion(outputs, targets)``
+            returns a dict of named scalar losses whose ``"loss"`` is the total. It may own
+            training-only parameters (they are optimised and checkpointed with the model).
+        build_postprocessor: ``(cfg, categories, num_classes) -> post-processor`` turning the
+            model's outputs into panoptic predictions.
+        teacher_forward: ``(model, images, targets) -> outputs``: how the training loop calls
+            the (possibly DDP-wrapped) model with a batch's targets.
+    """
+
+    build_model: Callable[[ModelConfig, int], nn.Module]
+    build_target_generator: Callable[[Config, CategorySet, int], Callable[[PanopticSample], Any]]
+    build_criterion: Callable[[Config, int], nn.Module]
+    build_postprocessor: Callable[[Config, CategorySet, int], PanopticPostProcessor]
+    teacher_forward: Callable[[nn.Module, Tensor, Any], Any]
+
+
+META_ARCHITECTURES: dict[str, MetaArchitecture] = {
+    "maskconver": MetaArchitecture(
+        build_model=_mc.build_model,
+        build_target_generator=_mc.build_target_generator,
+        build_criterion=_mc.build_criterion,
+        build_postprocessor=_mc.build_postprocessor,
+        teacher_forward=_mc.teacher_forward,
+    ),
+}
+
+
+def meta_architecture(cfg: ModelConfig) -> MetaArchitecture:
+    """The table entry named by ``cfg.meta_architecture`` (clear error listing the known ones)."""
+    name = cfg.meta_architecture
+    if name not in META_ARCHITECTURES:
+        raise ConfigError(
+            f"model.meta_architecture: unknown meta-architecture {name!r}; "
+            f"choose from {sorted(META_ARCHITECTURES)}"
+        )
+    return META_ARCHITECTURES[name]
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The model of ``cfg.meta_architecture`` with ``num_classes`` classes (weights loaded)."""
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    return meta_architecture(cfg).build_model(cfg, num_classes)
+
+
+def build_target_generator(
+    cfg: Config, categories: CategorySet, num_classes: int
+) -> Callable[[PanopticSample], Any]:
+    """The meta-architecture's target generator (``sample -> targets``)."""
+    return meta_architecture(cfg.model).build_target_generator(cfg, categories, num_classes)
+
+
+def build_criterion(cfg: Config, num_classes: int) -> nn.Module:
+    """The meta-architecture's criterion (``(outputs, targets) -> dict of losses``)."""
+    return meta_architecture(cfg.model).build_criterion(cfg, num_classes)
+
+
+def build_postprocessor(
+    cfg: Config, categories: CategorySet, num_classes: int
+) -> PanopticPostProcessor:
+    """The meta-architecture's post-processor (outputs -> ``PanopticPrediction`` per image)."""
+    return meta_architecture(cfg.model).build_postprocessor(cfg, categories, num_classes)
+
+
+def build_train_transforms(cfg: Config) -> Any:
+    """Random horizontal flip (if enabled) then large scale jitter to ``augment.input_size``."""
+    from maskconver.data.transforms import Compose, LargeScaleJitter, RandomHorizontalFlip
+
+    a = cfg.augment
+    steps: list[Any] = [RandomHorizontalFlip(FLIP_PROB)] if a.hflip else []
+    steps.append(LargeScaleJitter((a.input_size[0], a.input_size[1]), a.scale_min, a.scale_max))
+    return Compose(steps)
+
+
+def build_copy_paste(cfg: Config, categories: CategorySet) -> Any | None:
+    """``PanopticCopyPaste`` when ``augment.copy_paste`` is on, else None.
+
+    The pasted (second) image gets its own large scale jitter with the ``copy_paste_scale_*``
+    range (reference 2.8); the first image goes through ``build_train_transforms``.
+    """
+    if not cfg.augment.copy_paste:
+        return None
+    from maskconver.data.copy_paste import PanopticCopyPaste
+    from maskconver.data.transforms import LargeScaleJitter
+
+    a = cfg.augment
+    return PanopticCopyPaste(
+        prob=a.copy_paste_prob,
+        jitter=LargeScaleJitter(
+            (a.input_size[0], a.input_size[1]), a.copy_paste_scale_min, a.copy_paste_scale_max
+        ),
+        thing_category_ids=[c.id for c in categories.categories if c.isthing],
+    )
+
+
+def build_eval_transforms(cfg: Config) -> Any:
+    """Resize the longest side to ``eval.input_size`` and pad to a square."""
+    from maskconver.data.transforms import ResizePad
+
+    return ResizePad(cfg.eval.input_size)

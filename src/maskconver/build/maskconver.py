@@ -1,0 +1,210 @@
+"""The MaskConver meta-architecture entry: model, targets, criterion, post-processor, teacher call.
+
+Single-scale: centers, center embeddings and pixel embeddings at ``model.level`` (ASPP with a
+DeepLabv3+ sum-to-merge per head, or one FPN level). Multi-scale: center heads on decoder levels
+``min_level..max_level``, pixel head on the pyramid fusion at ``pixel_level``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
+
+from maskconver.backbones.base import Backbone
+from maskconver.build.parts import NORMS, build_backbone, build_decoder
+from maskconver.config import Config, ConfigError, ModelConfig
+from maskconver.decoders import Decoder
+from maskconver.heads import (
+    LightHead,
+    MaskEmbeddingGenerator,
+    PyramidFusion,
+    SelectLevels,
+    SumToMerge,
+)
+from maskconver.layers.activation import get_act_layer
+from maskconver.model import MaskConver
+from maskconver.postprocess.panoptic import PanopticPostProcessor
+
+if TYPE_CHECKING:
+    from maskconver.data.types import CategorySet
+
+
+def _stride_index(strides: tuple[int, ...], level: int, what: str) -> int:
+    if 2**level not in strides:
+        raise ConfigError(
+            f"{what}: level {level} (stride {2**level}) is not among strides {list(strides)}"
+        )
+    return strides.index(2**level)
+
+
+def _fusions(
+    cfg: ModelConfig, backbone: Backbone, decoder: Decoder
+) -> tuple[list[nn.Module], int, int]:
+    """Three independent (center, embedding, pixel) fusions + center-level count + input width."""
+    strides, dec_channels = decoder.strides, decoder.channels
+    if cfg.multiscale:
+        if cfg.decoder.name == "aspp":
+            raise ConfigError(
+                "model.multiscale needs an FPN decoder (decoder.name fpn or maskconver_fpn)"
+            )
+        levels = range(cfg.min_level, cfg.max_level + 1)
+        indices = [_stride_index(strides, lv, "model.min_level..max_level") for lv in levels]
+        target = _stride_index(backbone.strides, cfg.pixel_level, "model.pixel_level (backbone)")
+        fusions: list[nn.Module] = [
+            SelectLevels(indices),
+            SelectLevels(indices),
+            PyramidFusion(target_index=target),
+        ]
+        return fusions, len(indices), dec_channels[0]
+    if cfg.decoder.name == "aspp":
+        low = _stride_index(backbone.strides, cfg.level, "model.level (backbone)")
+        width = cfg.head.low_level_channels
+        if dec_channels[0] != width:
+            raise ConfigError(
+                f"sum-to-merge adds the ASPP output ({dec_channels[0]} ch) to the projected "
+                f"backbone map ({width} ch): set decoder.channels == head.low_level_channels"
+            )
+        fusions = [
+            SumToMerge(
+                backbone.channels[low],
+                low_index=low,
+                high_index=0,
+                channels=width,
+                norm_layer=NORMS[cfg.head.norm](cfg),
+                act_layer=get_act_layer(cfg.head.activation),
+            )
+            for _ in range(3)
+        ]
+        return fusions, 1, width
+    index = _stride_index(strides, cfg.level, "model.level (decoder)")
+    return [SelectLevels([index]) for _ in range(3)], 1, dec_channels[index]
+
+
+def _load_weights(cfg: ModelConfig, backbone: Backbone) -> None:
+    if cfg.backbone.weights:
+        from maskconver.backbones.weights import load_backbone_weights
+
+        print(load_backbone_weights(backbone, cfg.backbone.weights).summary())
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
+    """Assemble ``MaskConver`` from the model config.
+
+    Single-scale: centers, center embeddings and pixel embeddings at ``level``; with ASPP every
+    head gets its own DeepLabv3+ sum-to-merge with the backbone map at that stride, with an FPN
+    decoder the level is selected (the pyramid is built up to ``level`` only, so
+    ``decoder.max_level`` is ignored). Multi-scale: center heads on decoder levels
+    ``min_level..max_level`` (shared convs, per-level norms), pixel head on the pyramid fusion at
+    ``pixel_level``. Loads ``backbone.weights`` when set and prints the load summary.
+    """
+    backbone = build_backbone(cfg)
+    _load_weights(cfg, backbone)
+    decoder = build_decoder(cfg, backbone)
+    (center_fusion, embedding_fusion, pixel_fusion), num_levels, width = _fusions(
+        cfg, backbone, decoder
+    )
+    h = cfg.head
+    head = partial(
+        LightHead,
+        width,
+        channels=h.channels,
+        num_convs=h.num_convs,
+        kernel_size=h.kernel_size,
+        norm_layer=NORMS[h.norm](cfg),
+        act_layer=get_act_layer(h.activation),
+    )
+    return MaskConver(
+        backbone=backbone,
+        decoder=decoder,
+        center_fusion=center_fusion,
+        embedding_fusion=embedding_fusion,
+        pixel_fusion=pixel_fusion,
+        center_head=head(num_classes, num_levels=num_levels, prior_prob=h.prior_prob),
+        embedding_head=head(cfg.embedding_dim, num_levels=num_levels),
+        pixel_head=head(cfg.embedding_dim, num_levels=1),
+        mask_embedding=MaskEmbeddingGenerator(
+            num_classes,
+            cfg.embedding_dim,
+            hidden_dim=cfg.mlp_hidden,
+            fusion=cfg.fusion,
+            act_layer=get_act_layer(cfg.mlp_activation),
+        ),
+        num_proposals=cfg.num_proposals,
+        hard_sigmoid=cfg.hard_sigmoid,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Everything around the model
+
+
+def center_strides(cfg: ModelConfig) -> list[int]:
+    """Strides of the center levels (one for single-scale)."""
+    if cfg.multiscale:
+        return [2**lv for lv in range(cfg.min_level, cfg.max_level + 1)]
+    return [2**cfg.level]
+
+
+def build_target_generator(cfg: Config, categories: CategorySet, num_classes: int) -> Any:
+    """``TargetGenerator`` matching the model's center levels and K."""
+    from maskconver.targets.generator import TargetGenerator
+
+    t = cfg.targets
+    return TargetGenerator(
+        num_classes=num_classes,
+        category_to_class={c.id: categories.index(c.id) for c in categories.categories},
+        thing_category_ids=[c.id for c in categories.categories if c.isthing],
+        center_strides=center_strides(cfg.model),
+        max_instances=cfg.model.num_proposals,
+        mask_stride=t.mask_stride,
+        thing_center=t.thing_center,
+        stuff_center=t.stuff_center,
+        max_stuff_centers=t.max_stuff_centers,
+        stuff_dilation=t.stuff_dilation,
+        min_stuff_area=t.min_stuff_area,
+        gaussian_iou=t.gaussian_iou,
+        level_ranges=list(zip(t.level_low, t.level_high)) if cfg.model.multiscale else None,
+        crowd_as_ignore=t.crowd_as_ignore,
+    )
+
+
+def build_criterion(cfg: Config, num_classes: int) -> nn.Module:
+    """``MaskConverCriterion`` with the configured loss weights."""
+    from maskconver.losses.criterion import MaskConverCriterion
+
+    loss = cfg.loss
+    return MaskConverCriterion(
+        center_weight=loss.center_weight,
+        bce_weight=loss.bce_weight,
+        dice_weight=loss.dice_weight,
+        focal_alpha=loss.focal_alpha,
+        focal_beta=loss.focal_beta,
+        dice_mode=loss.dice_mode,
+    )
+
+
+def build_postprocessor(
+    cfg: Config, categories: CategorySet, num_classes: int
+) -> PanopticPostProcessor:
+    """Panoptic merge mapping class indices back to dataset category ids."""
+    class_to_category = [-1] * num_classes
+    for c in categories.categories:
+        class_to_category[categories.index(c.id)] = c.id
+    p = cfg.postprocess
+    return PanopticPostProcessor(
+        class_to_category=class_to_category,
+        is_thing_class=categories.is_thing_mask(num_classes).tolist(),
+        merge=p.merge,
+        object_threshold=p.object_threshold,
+        overlap_threshold=p.overlap_threshold,
+        min_area=p.min_area,
+        mask_threshold=p.mask_threshold,
+        hard_sigmoid=cfg.model.hard_sigmoid,
+    )
+
+
+def teacher_forward(model: nn.Module, images: Tensor, targets: Any) -> Any:
+    """Training forward: masks at the ground-truth centers and classes (teacher forcing)."""
+    return model(images, targets.center_indices, targets.classes)

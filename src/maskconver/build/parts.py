@@ -1,0 +1,180 @@
+"""Named network parts: norms, backbones and decoders (dict literals), built from ``ModelConfig``.
+
+Every decoder is sized from the backbone's declared feature contract (``channels``/``strides``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from maskconver.backbones.base import Backbone
+from maskconver.config import BackboneConfig, ConfigError, ModelConfig
+from maskconver.decoders import ASPP, FPN, Decoder, MaskConverFPN
+from maskconver.layers.activation import get_act_layer
+from maskconver.layers.norm import FrozenBatchNorm2d, LayerNorm2d
+from maskconver.layers.types import NormLayer
+
+if TYPE_CHECKING:
+    from maskconver.backbones.resnet import ResNet50
+
+LN_EPS = 1e-6  # Keras LayerNormalization epsilon used by every reference LN
+
+# --------------------------------------------------------------------------------------------
+# Named choices
+
+
+def norm_bn(cfg: ModelConfig) -> NormLayer:
+    """Batch norm with the model's eps and momentum."""
+    return partial(nn.BatchNorm2d, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+
+
+def _norm_ln(cfg: ModelConfig) -> NormLayer:
+    return partial(LayerNorm2d, eps=LN_EPS)
+
+
+NORMS: dict[str, Callable[[ModelConfig], NormLayer]] = {"bn": norm_bn, "ln": _norm_ln}
+
+
+def _tiny(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
+    from maskconver.backbones.tiny import TinyBackbone
+
+    return TinyBackbone(
+        width=cfg.width, norm_layer=norm_layer, act_layer=get_act_layer(cfg.activation)
+    )
+
+
+def _mobilenet_mh(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
+    from maskconver.backbones.mobilenet_mh import MobileNetMH
+
+    return MobileNetMH(
+        output_stride=cfg.output_stride,
+        norm_layer=norm_layer,
+        act_layer=get_act_layer(cfg.activation),
+    )
+
+
+def _mobilenetv3_large(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
+    from maskconver.backbones.mobilenetv3 import MobileNetV3Large
+
+    return MobileNetV3Large(output_stride=cfg.output_stride, norm_layer=norm_layer)
+
+
+def _resnet_norm(cfg: BackboneConfig, norm_layer: NormLayer) -> NormLayer:
+    return FrozenBatchNorm2d if cfg.frozen_bn else norm_layer
+
+
+def _resnet50_trunk(cfg: BackboneConfig, norm_layer: NormLayer) -> ResNet50:
+    from maskconver.backbones.resnet import ResNet50
+
+    return ResNet50(
+        norm_layer=_resnet_norm(cfg, norm_layer),
+        act_layer=get_act_layer(cfg.activation),
+        drop_path_rate=cfg.drop_path_rate,
+        output_stride=cfg.output_stride,
+    )
+
+
+def _resnet50(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
+    return _resnet50_trunk(cfg, norm_layer)
+
+
+def _resnet50_unet(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
+    from maskconver.backbones.resnet_unet import ResNetUNet
+
+    return ResNetUNet(
+        _resnet50_trunk(cfg, norm_layer),
+        channels=tuple(cfg.unet_channels),
+        repeats=tuple(cfg.unet_repeats),
+        se_ratio=cfg.unet_se_ratio,
+        drop_path_rate=cfg.drop_path_rate,
+        act_layer=get_act_layer(cfg.activation),
+    )
+
+
+BACKBONES: dict[str, Callable[[BackboneConfig, NormLayer], Backbone]] = {
+    "tiny": _tiny,
+    "mobilenet_mh": _mobilenet_mh,
+    "mobilenetv3_large": _mobilenetv3_large,
+    "resnet50": _resnet50,
+    "resnet50_unet": _resnet50_unet,
+}
+
+
+def _aspp(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    d = cfg.decoder
+    return ASPP(
+        backbone.channels[-1],
+        in_stride=backbone.strides[-1],
+        channels=d.channels,
+        dilation_rates=tuple(d.dilation_rates),
+        depthwise=d.depthwise,
+        dropout=d.dropout,
+        norm_layer=NORMS[d.norm](cfg),
+        act_layer=get_act_layer(cfg.head.activation),
+    )
+
+
+def _fpn_max_level(cfg: ModelConfig) -> int:
+    """Single-scale models read one level, so the pyramid stops there (no unused outputs)."""
+    return cfg.decoder.max_level if cfg.multiscale else cfg.level
+
+
+def _maskconver_fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    d = cfg.decoder
+    return MaskConverFPN(
+        backbone.channels,
+        backbone.strides,
+        channels=d.channels,
+        min_level=d.min_level,
+        max_level=_fpn_max_level(cfg),
+        fusion=d.fusion,
+        separable=d.separable,
+        kernel_size=d.kernel_size,
+        norm=d.norm,
+        act_layer=get_act_layer(cfg.head.activation),
+        bn_layer=norm_bn(cfg),
+    )
+
+
+def _fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    d = cfg.decoder
+    return FPN(
+        backbone.channels,
+        backbone.strides,
+        channels=d.channels,
+        min_level=d.min_level,
+        max_level=_fpn_max_level(cfg),
+        norm_layer=NORMS[d.norm](cfg),
+        act_layer=get_act_layer(cfg.head.activation),
+    )
+
+
+DECODERS: dict[str, Callable[[ModelConfig, Backbone], Decoder]] = {
+    "aspp": _aspp,
+    "maskconver_fpn": _maskconver_fpn,
+    "fpn": _fpn,
+}
+
+
+def build_backbone(cfg: ModelConfig) -> Backbone:
+    """The backbone named by ``cfg.backbone.name`` (weights are loaded by ``build_model``)."""
+    name = cfg.backbone.name
+    if name not in BACKBONES:
+        raise ConfigError(
+            f"model.backbone.name: unknown backbone {name!r}; choose from {sorted(BACKBONES)}"
+        )
+    return BACKBONES[name](cfg.backbone, norm_bn(cfg))
+
+
+def build_decoder(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    """The decoder named by ``cfg.decoder.name``, sized from the backbone's feature contract."""
+    if cfg.decoder.name not in DECODERS:
+        raise ConfigError(
+            f"model.decoder.name: unknown decoder {cfg.decoder.name!r}; "
+            f"choose from {sorted(DECODERS)}"
+        )
+    return DECODERS[cfg.decoder.name](cfg, backbone)

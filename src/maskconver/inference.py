@@ -1,0 +1,158 @@
+"""The inference core below the user API: images in, panoptic predictions out, any backend.
+
+``predict_samples(model, postprocessor, samples)`` batches samples that went through the eval
+transform, calls the model through a narrow interface (``InferenceModel``: a float image batch
+in, raw proposals out) and merges each image back to its original size. ``TorchModel`` adapts an
+``nn.Module``; an onnxruntime session can stand in with the same call. ``Predictor`` (the user
+API) and ``engine.evaluate`` both run on this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from maskconver.data.image_io import load_image, pil_to_rgb_array
+from maskconver.data.types import PanopticSample
+from maskconver.outputs import PanopticPrediction
+from maskconver.postprocess.panoptic import Proposals
+
+ImageInput = np.ndarray | Image.Image | str | Path
+RGB_CHANNELS = 3
+PostProcessor = Callable[..., list[PanopticPrediction]]
+
+
+class InferenceModel(Protocol):
+    """A model as the inference core sees it.
+
+    ``model(images)`` takes ``[B, 3, H, W]`` float32 RGB in 0..255 (CPU tensor; the padding
+    holds the mean colour) and returns raw proposals: ``mask_logits [B, K, hm, wm]`` covering the
+    whole input, ``scores [B, K]`` and ``classes [B, K]``.
+    """
+
+    def __call__(self, images: Tensor) -> Proposals:
+        """``[B, 3, H, W]`` float images in 0..255 -> raw proposals."""
+        ...
+
+
+class TorchModel:
+    """``InferenceModel`` over a PyTorch module (eval mode, ``torch.inference_mode``).
+
+    Args:
+        module: e.g. a ``MaskConver``; put in eval mode here.
+        device: where the forward runs; images are moved there, outputs stay there.
+    """
+
+    def __init__(self, module: nn.Module, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.module = module.eval().to(self.device)
+
+    def __call__(self, images: Tensor) -> Proposals:
+        """Forward a ``[B, 3, H, W]`` batch; returns the module's output."""
+        with torch.inference_mode():
+            out: Proposals = self.module(images.to(self.device))
+        return out
+
+
+def as_model(model: nn.Module | InferenceModel, device: str | torch.device = "cpu") -> Any:
+    """An ``InferenceModel``: modules are wrapped in ``TorchModel``, anything else is kept."""
+    return TorchModel(model, device) if isinstance(model, nn.Module) else model
+
+
+def as_rgb_array(image: ImageInput) -> np.ndarray:
+    """Any supported input -> ``[H, W, 3]`` uint8 RGB.
+
+    Args:
+        image: a file path, a PIL image (any mode), or an array ``[H, W]`` (grayscale),
+            ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA, alpha composited on black).
+            Arrays must be uint8, or float/int with values in 0..255.
+
+    Raises:
+        ValueError: the array has an unsupported shape or value range (message gives both).
+    """
+    if isinstance(image, (str, Path)):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return pil_to_rgb_array(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
+    array = image
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, RGB_CHANNELS, RGB_CHANNELS + 1):
+        raise ValueError(f"expected an image array [H, W], [H, W, 1|3|4]; got shape {image.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"empty image array of shape {image.shape}")
+    if array.dtype != np.uint8:
+        if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"image array must be numeric, got dtype {array.dtype}")
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+            raise ValueError(
+                f"non-uint8 image arrays must hold values in 0..255; got {array.dtype} "
+                f"in [{array.min()}, {array.max()}]"
+            )
+        array = np.rint(array).astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, RGB_CHANNELS, axis=2)
+    elif array.shape[2] == RGB_CHANNELS + 1:
+        return pil_to_rgb_array(Image.fromarray(np.ascontiguousarray(array), mode="RGBA"))
+    return np.ascontiguousarray(array)
+
+
+def images_to_tensor(images: Sequence[np.ndarray]) -> Tensor:
+    """Stack same-size ``[H, W, 3]`` uint8 images into a float ``[B, 3, H, W]`` tensor (0..255)."""
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"a batch needs images of one size after the transform, got {sorted(shapes)}"
+        )
+    batch = np.stack(images).astype(np.float32)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+
+
+def _size_of(value: Any, where: str) -> tuple[int, int]:
+    if value is None:
+        raise KeyError(f"sample.meta['{where}'] is missing: was the eval transform applied?")
+    height, width = value
+    return int(height), int(width)
+
+
+def predict_samples(
+    model: nn.Module | InferenceModel,
+    postprocessor: PostProcessor,
+    samples: Sequence[PanopticSample],
+    *,
+    device: str | torch.device = "cpu",
+) -> list[PanopticPrediction]:
+    """Batched forward + panoptic merge of samples that went through the eval transform.
+
+    Args:
+        model: an ``InferenceModel``, or a module (wrapped in ``TorchModel`` on ``device``).
+        postprocessor: the panoptic post-processor (``build.build_postprocessor``).
+        samples: transformed samples; each has ``image [S, S, 3]`` uint8 and
+            ``meta['valid_size']`` (the resized image's (h, w) inside the padded input) and
+            ``meta['orig_size']`` (the original (H, W)).
+        device: where a module's forward runs (ignored for other models).
+
+    Returns:
+        One ``PanopticPrediction`` per sample at its original size ``[H, W]``.
+    """
+    if not samples:
+        return []
+    images = images_to_tensor([s.image for s in samples])
+    outputs = as_model(model, device)(images)
+    valid_sizes = [_size_of(s.meta.get("valid_size"), "valid_size") for s in samples]
+    output_sizes = [_size_of(s.meta.get("orig_size"), "orig_size") for s in samples]
+    with torch.inference_mode():
+        return postprocessor(
+            outputs,
+            input_size=(int(images.shape[-2]), int(images.shape[-1])),
+            valid_sizes=valid_sizes,
+            output_sizes=output_sizes,
+        )
