@@ -241,9 +241,8 @@ def test_call_returns_original_sizes_and_checks_batch() -> None:
         processor()(out, [(32, 24)], [(64, 48)], (32, 32))
 
 
-def test_merge_speed_k50_640() -> None:
-    import time
-
+def test_merge_k50_640_is_consistent() -> None:
+    # (speed is measured by `maskconver benchmark`, not asserted here)
     rng = torch.Generator().manual_seed(0)
     logits = torch.randn(1, 50, 80, 80, generator=rng) * 4
     out = MaskConverOutput(
@@ -253,10 +252,7 @@ def test_merge_speed_k50_640() -> None:
         classes=torch.randint(0, 3, (1, 50), generator=rng),
         center_indices=torch.zeros(1, 50, dtype=torch.int64),
     )
-    start = time.perf_counter()
     (pred,) = processor(min_area=256)(out, [(640, 640)], [(640, 640)], (640, 640))
-    # vectorised: ~0.5 s on one free core; per-pixel python would take minutes
-    assert time.perf_counter() - start < 30.0
     ids = np.unique(pred.panoptic)
     assert set(ids.tolist()) <= {0} | {s.id for s in pred.segments}
     assert sum(s.area for s in pred.segments) == int((pred.panoptic > 0).sum())

@@ -76,6 +76,24 @@ class SortedProposals(NamedTuple):
     valid: Tensor
 
 
+def descending_order(values: Tensor) -> Tensor:
+    """Stable descending argsort of a ``[K]`` vector (ties keep their index order).
+
+    Computed from pairwise comparisons (``rank_i = #{j: v_j > v_i} + #{j < i: v_j == v_i}``) so
+    it exports to ONNX (``torch.argsort(stable=True)`` does not); ``K x K`` work, which is
+    nothing for K proposals.
+
+    Returns:
+        ``[K]`` int64 indices: ``values[order]`` is sorted descending.
+    """
+    num = values.shape[0]
+    index = torch.arange(num, device=values.device)
+    greater = values[None, :] > values[:, None]  # [i, j]: v_j > v_i
+    tied_before = (values[None, :] == values[:, None]) & (index[None, :] < index[:, None])
+    rank = (greater | tied_before).sum(1)
+    return torch.zeros_like(index).scatter(0, rank, index)
+
+
 def sort_proposals(
     scores: Tensor, classes: Tensor, class_usable: Tensor, object_threshold: float
 ) -> SortedProposals:
@@ -90,7 +108,7 @@ def sort_proposals(
     classes = classes.long()
     valid = (scores > object_threshold) & class_usable.to(classes.device)[classes]
     zeroed = torch.where(valid, scores, torch.zeros_like(scores))
-    order = zeroed.argsort(descending=True, stable=True)
+    order = descending_order(zeroed)
     return SortedProposals(order, zeroed[order], classes[order], valid[order])
 
 

@@ -73,8 +73,9 @@ class TargetBatch:
 def _stack(values: list[Any]) -> Any:
     """Stack one field over the batch: tensors, per-level tensor lists, ints, or all None."""
     first = values[0]
-    if first is None:
-        if any(v is not None for v in values):
+    missing = [v is None for v in values]
+    if any(missing):
+        if not all(missing):
             raise ValueError("TargetBatch.stack: a field is None for some images only")
         return None
     if isinstance(first, Tensor):
