@@ -41,21 +41,32 @@ WORKER = textwrap.dedent(
     from maskconver.config import load_config
 
     out, states, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
-    built = []
+    built, criteria = [], []
     real_build_model = train_module.build_model
+    real_build_criterion = train_module.build_criterion
 
     def capture(*args, **kwargs):
         model = real_build_model(*args, **kwargs)
         built.append(model)
         return model
 
+    def capture_criterion(*args, **kwargs):
+        criterion = real_build_criterion(*args, **kwargs)
+        criteria.append(criterion)
+        return criterion
+
     train_module.build_model = capture
+    train_module.build_criterion = capture_criterion
     torch.set_num_threads(1)
     summary = train_module.train(load_config("tiny", overrides), out, progress=False)
     rank = os.environ["RANK"]
     assert summary["steps"] == 3, summary
     torch.save(
-        {"params": dict(built[0].named_parameters()), "pq": summary["pq"]},
+        {
+            "params": dict(built[0].named_parameters()),
+            "criterion": dict(criteria[0].named_parameters()),
+            "pq": summary["pq"],
+        },
         os.path.join(states, f"rank{rank}.pt"),
     )
     """
@@ -70,13 +81,18 @@ def _torchrun(script: Path, *args: str, timeout: int = 240) -> subprocess.Comple
     )
 
 
-def test_two_process_training_keeps_weights_identical(tmp_path: Path) -> None:
+# ReMaX: the criterion's auxiliary semantic head is trained under DDP too
+REMAX = ["loss.semantic_weight=0.5", "loss.remask=literal", "loss.reclass_eta=0.1"]
+
+
+@pytest.mark.parametrize("extra", [[], REMAX], ids=["plain", "remax"])
+def test_two_process_training_keeps_weights_identical(tmp_path: Path, extra: list[str]) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     states = tmp_path / "states"
     states.mkdir()
     out = tmp_path / "run"
-    proc = _torchrun(script, str(out), str(states), *OVERRIDES)
+    proc = _torchrun(script, str(out), str(states), *OVERRIDES, *extra)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     rank0 = torch.load(states / "rank0.pt", weights_only=True)
@@ -87,11 +103,14 @@ def test_two_process_training_keeps_weights_identical(tmp_path: Path) -> None:
     # from its own half of the batch in the last forward; DDP re-broadcasts them next forward.)
     for name, value in rank0["params"].items():
         torch.testing.assert_close(rank1["params"][name], value, rtol=0, atol=0, msg=name)
+    assert bool(rank0["criterion"]) == bool(extra)  # the head exists only with ReMaX
+    for name, value in rank0["criterion"].items():
+        torch.testing.assert_close(rank1["criterion"][name], value, rtol=0, atol=0, msg=name)
     # the ranks evaluated their shards and all-reduced PQ: same number everywhere
     assert rank0["pq"] == rank1["pq"]
 
     # training really moved the weights away from the seeded initialisation
-    cfg = load_config("tiny", OVERRIDES)
+    cfg = load_config("tiny", OVERRIDES + extra)
     torch.manual_seed(cfg.train.seed)
     init = build_model(cfg.model, synthetic_categories().num_classes)
     moved = [

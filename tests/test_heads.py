@@ -196,6 +196,7 @@ def test_mask_logits_hand_values() -> None:
 
 def test_mask_embedding_init_and_bad_fusion() -> None:
     gen = MaskEmbeddingGenerator(201, 256, hidden_dim=256, act_layer=nn.ReLU)
+    assert gen.class_embedding is not None
     w = gen.class_embedding.weight
     assert w.abs().max() <= 0.05 and w.std().item() == pytest.approx(0.1 / math.sqrt(12), rel=0.05)
     # Glorot uniform limit sqrt(6 / (256 + 256)) -> std = limit / sqrt(3)
@@ -203,7 +204,7 @@ def test_mask_embedding_init_and_bad_fusion() -> None:
         math.sqrt(6 / 512) / math.sqrt(3), rel=0.05
     )
     assert gen.mlp[1].eps == 1e-6
-    with pytest.raises(ValueError, match="fusion must be 'mul' or 'add', got 'cat'"):
+    with pytest.raises(ValueError, match="fusion must be 'mul', 'add' or 'none', got 'cat'"):
         MaskEmbeddingGenerator(
             3,
             4,

@@ -48,28 +48,33 @@ def _cfg(*extra: str) -> Config:
 
 def _losses(run: Path) -> dict[int, dict[str, float]]:
     return {
-        r["step"]: {k: r[k] for k in ("loss", "loss_center", "loss_bce", "loss_dice")}
+        r["step"]: {k: v for k, v in r.items() if k.startswith(("loss", "stat_"))}
         for r in read_metrics(run)
         if r["kind"] == "train"
     }
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
+REMAX = ["loss.semantic_weight=0.5", "loss.remask=literal+maskid", "loss.reclass_eta=0.1"]
+
+
+@pytest.mark.parametrize("extra", [[], REMAX], ids=["plain", "remax"])
+def test_resume_reproduces_uninterrupted_run(tmp_path: Path, extra: list[str]) -> None:
     full, split = tmp_path / "full", tmp_path / "split"
-    summary = train(_cfg(), full, progress=False)
+    summary = train(_cfg(*extra), full, progress=False)
     assert summary["steps"] == 6 and summary["pq"] is not None
     assert summary["images_per_s"] > 0
 
     # "pre-empted" after step 3; this half loads data in 2 worker processes, which must not
     # change a thing (sample randomness is keyed by (seed, epoch, index), not by worker)
-    first = train(_cfg("data.num_workers=2"), split, progress=False, stop_at=3)
+    first = train(_cfg("data.num_workers=2", *extra), split, progress=False, stop_at=3)
     assert first["steps"] == 3 and first["pq"] is None  # no final evaluation when stopped early
     assert latest_checkpoint(split).name == "step_000003"
-    second = train(_cfg(), split, resume=True, progress=False)
+    second = train(_cfg(*extra), split, resume=True, progress=False)
     assert second["start_step"] == 3 and second["steps"] == 6
 
     expected, got = _losses(full), _losses(split)
     assert sorted(expected) == sorted(got) == [1, 2, 3, 4, 5, 6]
+    assert ("loss_semantic" in expected[1]) == bool(extra)
     for step in range(1, 7):
         for term, value in expected[step].items():
             assert got[step][term] == pytest.approx(value, rel=0, abs=1e-6), (step, term)
@@ -82,6 +87,9 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
         torch.testing.assert_close(b.model_state[name], tensor, rtol=0, atol=1e-6)
     for name, tensor in a.ema_state.items():
         torch.testing.assert_close(b.ema_state[name], tensor, rtol=0, atol=1e-6)
+    assert (a.criterion_state is not None) == bool(extra)
+    for name, tensor in (a.criterion_state or {}).items():
+        torch.testing.assert_close(b.criterion_state[name], tensor, rtol=0, atol=1e-6)
     # eval record at the end, with PQ fractions, on both runs
     evals = [r for r in read_metrics(full) if r["kind"] == "eval"]
     assert len(evals) == 1 and 0.0 <= evals[0]["all/pq"] <= 1.0

@@ -74,6 +74,9 @@ class HeadConfig:
     activation: Literal["relu", "gelu", "hardswish", "silu"] = "relu"
     low_level_channels: int = 256  # DeepLabv3+ sum-to-merge projection of backbone L3
     prior_prob: float = 0.1  # heatmap bias init: -log((1 - p) / p)
+    # per-pixel semantic head on the mask features (ReMaX's auxiliary head, region-based stuff)
+    semantic_channels: int = 64
+    semantic_convs: int = 2
 
 
 @dataclass
@@ -93,7 +96,12 @@ class ModelConfig:
     embedding_dim: int = 256
     mlp_hidden: int = 256  # 256 single-scale reference, 1024 multi-scale reference
     mlp_activation: Literal["relu", "gelu"] = "relu"
-    fusion: Literal["mul", "add"] = "mul"  # mul: reference single-scale; add: paper / multi-scale
+    # class-embedding fusion: mul (reference single-scale), add (paper / multi-scale), none (no
+    # class embedding: MaskConver Table 4's ablation)
+    fusion: Literal["mul", "add", "none"] = "mul"
+    # center: stuff classes get centers like things; region: stuff comes from a per-pixel
+    # semantic head's argmax, things from centers (MaskConver Table 7's "region-based" row)
+    stuff_mode: Literal["center", "region"] = "center"
     multiscale: bool = False  # centers at levels min_level..max_level, mask features at pixel_level
     level: int = 3  # single-scale: level of centers and mask features
     min_level: int = 3
@@ -125,7 +133,12 @@ class TargetConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights: paper 1 / 10 / 10; reference MobileNet configs 1 / 5 / 5."""
+    """Loss weights (paper 1 / 10 / 10; reference MobileNet configs 1 / 5 / 5) and ReMaX.
+
+    ReMaX (training only, ``losses/remax.py``): ``semantic_weight > 0`` adds the auxiliary
+    semantic head on the mask features (0.5 in ReMaX); ``remask`` relaxes the mask logits in the
+    loss by ``1 + S``; ``reclass_eta > 0`` softens the heatmap targets of overlapped classes.
+    """
 
     center_weight: float = 1.0
     bce_weight: float = 5.0
@@ -133,6 +146,15 @@ class LossConfig:
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
     dice_mode: Literal["adaptive", "plain"] = "adaptive"  # 1 - d exp(1 - d) vs 1 - d
+    semantic_weight: float = 0.0  # 0: no semantic head is built
+    remask: Literal["off", "literal", "literal+maskid"] = "off"
+    remask_detach: bool = True  # stop-gradient through S (ReMaX Table 7)
+    remask_source: Literal["learned", "ground_truth"] = "learned"  # Table 7's GT control
+    remask_identity: bool = True  # m * (1 + S); False: m * S (Table 5)
+    maskid: bool = False  # softmax mask-ID CE over the K slots without relaxation
+    maskid_weight: float = 0.3
+    reclass_eta: float = 0.0  # 0 = off; ReMaX's default 0.1
+    reclass_splat: bool = False  # splat the soft targets with each slot's Gaussian
 
 
 @dataclass
@@ -189,6 +211,9 @@ class TrainConfig:
     max_steps: int = 1000
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
+    schedule: Literal["cosine", "step"] = "cosine"  # step: x lr_step_factor at each lr_steps
+    lr_steps: list[float] = field(default_factory=lambda: [0.85, 0.95])  # fractions of max_steps
+    lr_step_factor: float = 0.1
     grad_clip: float = 0.0  # 0 disables clipping
     backbone_lr_mult: float = 1.0  # LR scale of the backbone's parameters (ReMaX: 0.1)
     grad_accum: int = 1
@@ -294,6 +319,22 @@ def validate(cfg: Config) -> None:
         raise ConfigError("targets.mask_stride must be >= 1")
     if cfg.train.grad_accum < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+    loss = cfg.loss
+    if loss.semantic_weight < 0:
+        raise ConfigError("loss.semantic_weight must be >= 0")
+    if m.stuff_mode == "region" and loss.semantic_weight <= 0:
+        raise ConfigError(
+            "model.stuff_mode=region predicts stuff with a semantic head: set loss.semantic_weight"
+            " > 0 (e.g. 1.0)"
+        )
+    has_semantic = loss.semantic_weight > 0
+    if loss.remask != "off" and loss.remask_source == "learned" and not has_semantic:
+        raise ConfigError(
+            f"loss.remask={loss.remask} relaxes with a learned semantic map: set "
+            "loss.semantic_weight > 0 (ReMaX uses 0.5) or loss.remask_source=ground_truth"
+        )
+    if not 0.0 <= loss.reclass_eta < 1.0:
+        raise ConfigError(f"loss.reclass_eta must be in [0, 1), got {loss.reclass_eta}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ class MaskConver(nn.Module):
         pixel_mean: RGB mean in 0..255 units.
         pixel_std: RGB std in 0..255 units.
         hard_sigmoid: score peaks with ``relu6(x + 3) / 6`` (hardware-friendly) instead of sigmoid.
+        semantic_head: optional per-pixel classifier on the pixel embeddings (region-based stuff,
+            MaskConver Table 7); its logits are returned as ``semantic_logits``.
 
     Attributes:
         min_train_batch: the decoder's smallest useful number of images per training forward.
@@ -62,6 +64,7 @@ class MaskConver(nn.Module):
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
         pixel_std: Sequence[float] = IMAGENET_STD,
         hard_sigmoid: bool = False,
+        semantic_head: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if num_proposals < 1:
@@ -78,6 +81,7 @@ class MaskConver(nn.Module):
         self.num_proposals = num_proposals
         self.hard_sigmoid = hard_sigmoid
         self.min_train_batch = decoder.min_train_batch
+        self.semantic_head = semantic_head
         self.pixel_mean: Tensor
         self.pixel_std: Tensor
         self.register_buffer(
@@ -137,6 +141,9 @@ class MaskConver(nn.Module):
             classes=classes,
             center_indices=center_indices,
             pixel_embeddings=pixel_embeddings,
+            semantic_logits=(
+                self.semantic_head(pixel_embeddings) if self.semantic_head is not None else None
+            ),
         )
 
     @staticmethod

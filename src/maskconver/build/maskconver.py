@@ -21,6 +21,7 @@ from maskconver.heads import (
     MaskEmbeddingGenerator,
     PyramidFusion,
     SelectLevels,
+    SemanticHead,
     SumToMerge,
 )
 from maskconver.layers.activation import get_act_layer
@@ -106,6 +107,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
         cfg, backbone, decoder
     )
     h = cfg.head
+    semantic_head = build_semantic_head(cfg, num_classes) if cfg.stuff_mode == "region" else None
     head = partial(
         LightHead,
         width,
@@ -133,6 +135,20 @@ def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
         ),
         num_proposals=cfg.num_proposals,
         hard_sigmoid=cfg.hard_sigmoid,
+        semantic_head=semantic_head,
+    )
+
+
+def build_semantic_head(cfg: ModelConfig, num_classes: int) -> SemanticHead:
+    """The per-pixel classifier on the mask features (``embedding_dim`` channels)."""
+    h = cfg.head
+    return SemanticHead(
+        cfg.embedding_dim,
+        num_classes,
+        channels=h.semantic_channels,
+        num_convs=h.semantic_convs,
+        norm_layer=NORMS[h.norm](cfg),
+        act_layer=get_act_layer(h.activation),
     )
 
 
@@ -167,14 +183,20 @@ def build_target_generator(cfg: Config, categories: CategorySet, num_classes: in
         gaussian_iou=t.gaussian_iou,
         level_ranges=list(zip(t.level_low, t.level_high)) if cfg.model.multiscale else None,
         crowd_as_ignore=t.crowd_as_ignore,
+        stuff_centers=cfg.model.stuff_mode == "center",
     )
 
 
 def build_criterion(cfg: Config, num_classes: int) -> nn.Module:
-    """``MaskConverCriterion`` with the configured loss weights."""
+    """``MaskConverCriterion`` with the configured loss weights and ReMaX settings.
+
+    With ``loss.semantic_weight > 0`` and center-based stuff the criterion owns a training-only
+    ``SemanticHead`` on the mask features; with region-based stuff the model has its own.
+    """
     from maskconver.losses.criterion import MaskConverCriterion
 
     loss = cfg.loss
+    training_head = loss.semantic_weight > 0 and cfg.model.stuff_mode == "center"
     return MaskConverCriterion(
         center_weight=loss.center_weight,
         bce_weight=loss.bce_weight,
@@ -182,6 +204,18 @@ def build_criterion(cfg: Config, num_classes: int) -> nn.Module:
         focal_alpha=loss.focal_alpha,
         focal_beta=loss.focal_beta,
         dice_mode=loss.dice_mode,
+        num_classes=num_classes,
+        semantic_head=build_semantic_head(cfg.model, num_classes) if training_head else None,
+        semantic_weight=loss.semantic_weight,
+        remask=loss.remask,
+        remask_detach=loss.remask_detach,
+        remask_source=loss.remask_source,
+        remask_identity=loss.remask_identity,
+        maskid=loss.maskid,
+        maskid_weight=loss.maskid_weight,
+        reclass_eta=loss.reclass_eta,
+        reclass_splat=loss.reclass_splat,
+        hard_sigmoid=cfg.model.hard_sigmoid,
     )
 
 
@@ -202,6 +236,7 @@ def build_postprocessor(
         min_area=p.min_area,
         mask_threshold=p.mask_threshold,
         hard_sigmoid=cfg.model.hard_sigmoid,
+        stuff_from_semantic=cfg.model.stuff_mode == "region",
     )
 
 

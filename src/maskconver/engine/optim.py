@@ -10,6 +10,7 @@ exactly ``torch.optim.SGD(weight_decay=wd)``; AdamW applies decoupled decay
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -121,27 +122,57 @@ def build_optimizer(
 
 
 def lr_at(
-    step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
+    step: int,
+    *,
+    base_lr: float,
+    warmup_steps: int,
+    total_steps: int,
+    min_lr_ratio: float = 0.0,
+    schedule: str = "cosine",
+    steps_at: Sequence[float] = (),
+    step_factor: float = 0.1,
 ) -> float:
     """Learning rate of optimizer step ``step`` (0-based), Model Garden semantics.
 
-    ``cosine(s) = min_lr + (base_lr - min_lr) * (1 + cos(pi * min(s, T) / T)) / 2`` with
-    ``min_lr = min_lr_ratio * base_lr`` and ``T = total_steps``, counted from step 0. The first
-    ``warmup_steps`` steps are replaced by a straight line from 0 to ``cosine(warmup_steps)``.
+    ``"cosine"``: ``min_lr + (base_lr - min_lr) * (1 + cos(pi * min(s, T) / T)) / 2`` with
+    ``min_lr = min_lr_ratio * base_lr`` and ``T = total_steps``, counted from step 0.
+    ``"step"``: ``base_lr * step_factor ** n`` where ``n`` counts the boundaries
+    ``floor(f * T)`` (``f`` in ``steps_at``) already reached (ReMaX: x0.1 at 85 % and 95 %).
+    The first ``warmup_steps`` steps are replaced by a straight line from 0 to the schedule's
+    value at ``warmup_steps``.
     """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
+    if schedule not in ("cosine", "step"):
+        raise ValueError(f"unknown schedule {schedule!r} (expected 'cosine' or 'step')")
+    boundaries = sorted(math.floor(f * total_steps) for f in steps_at)
 
-    def cosine(s: int) -> float:
+    def scheduled(s: int) -> float:
+        if schedule == "step":
+            return base_lr * step_factor ** sum(s >= b for b in boundaries)
         min_lr = min_lr_ratio * base_lr
         progress = min(s, total_steps) / total_steps
         return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     if step < warmup_steps:
-        return cosine(warmup_steps) * step / warmup_steps
-    return cosine(step)
+        return scheduled(warmup_steps) * step / warmup_steps
+    return scheduled(step)
+
+
+def lr_of(cfg: TrainConfig, step: int) -> float:
+    """``lr_at`` with the schedule of a train config."""
+    return lr_at(
+        step,
+        base_lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        total_steps=cfg.max_steps,
+        min_lr_ratio=cfg.min_lr_ratio,
+        schedule=cfg.schedule,
+        steps_at=cfg.lr_steps,
+        step_factor=cfg.lr_step_factor,
+    )
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -55,7 +55,7 @@ from maskconver.engine.data import build_dataset, check_same_categories
 from maskconver.engine.ema import ModelEma
 from maskconver.engine.loader import StepSampler, TrainSampleDataset, build_train_loader
 from maskconver.engine.logging import MetricLogger
-from maskconver.engine.optim import build_optimizer, lr_at, set_lr
+from maskconver.engine.optim import build_optimizer, lr_of, set_lr
 from maskconver.engine.plots import plot_training_curves
 from maskconver.engine.step import (
     NonFiniteLossError,
@@ -268,13 +268,7 @@ def train(
         trainable.train()
         for step in range(start_step, end_step):
             step_start = time.perf_counter()
-            lr = lr_at(
-                step,
-                base_lr=tc.lr,
-                warmup_steps=tc.warmup_steps,
-                total_steps=tc.max_steps,
-                min_lr_ratio=tc.min_lr_ratio,
-            )
+            lr = lr_of(tc, step)
             set_lr(optimizer, lr)
             step_losses: dict[str, torch.Tensor] = {}
             for micro in range(tc.grad_accum):

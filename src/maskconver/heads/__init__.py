@@ -3,5 +3,13 @@
 from maskconver.heads.fusion import PyramidFusion, SelectLevels, SumToMerge
 from maskconver.heads.light_head import LightHead
 from maskconver.heads.mask_embedding import MaskEmbeddingGenerator
+from maskconver.heads.semantic import SemanticHead
 
-__all__ = ["LightHead", "MaskEmbeddingGenerator", "PyramidFusion", "SelectLevels", "SumToMerge"]
+__all__ = [
+    "LightHead",
+    "MaskEmbeddingGenerator",
+    "PyramidFusion",
+    "SelectLevels",
+    "SemanticHead",
+    "SumToMerge",
+]

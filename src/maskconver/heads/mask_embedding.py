@@ -20,7 +20,9 @@ class MaskEmbeddingGenerator(nn.Module):
         num_classes: rows of the class-embedding table.
         embedding_dim: E, the center/pixel embedding size.
         hidden_dim: MLP hidden width (256 single-scale reference, 1024 multi-scale).
-        fusion: ``"mul"`` (reference single-scale) or ``"add"`` (paper / multi-scale).
+        fusion: ``"mul"`` (reference single-scale), ``"add"`` (paper / multi-scale) or
+            ``"none"`` (no class embedding, MaskConver Table 4's ablation: the MLP sees the
+            center embedding alone and there is no class table).
         act_layer: ``act_layer()`` builds the MLP activation.
     """
 
@@ -30,18 +32,22 @@ class MaskEmbeddingGenerator(nn.Module):
         embedding_dim: int,
         *,
         hidden_dim: int,
-        fusion: Literal["mul", "add"] = "mul",
+        fusion: Literal["mul", "add", "none"] = "mul",
         act_layer: ActLayer,
     ) -> None:
         super().__init__()
-        if fusion not in ("mul", "add"):
+        if fusion not in ("mul", "add", "none"):
             raise ValueError(
-                f"MaskEmbeddingGenerator: fusion must be 'mul' or 'add', got {fusion!r}"
+                f"MaskEmbeddingGenerator: fusion must be 'mul', 'add' or 'none', got {fusion!r}"
             )
         self.num_classes = num_classes
         self.fusion = fusion
-        self.class_embedding = nn.Embedding(num_classes, embedding_dim)
-        nn.init.uniform_(self.class_embedding.weight, -EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
+        self.class_embedding: nn.Embedding | None = None
+        if fusion != "none":
+            self.class_embedding = nn.Embedding(num_classes, embedding_dim)
+            nn.init.uniform_(
+                self.class_embedding.weight, -EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE
+            )
         first, last = nn.Linear(embedding_dim, hidden_dim), nn.Linear(hidden_dim, embedding_dim)
         self.mlp = nn.Sequential(
             first, nn.LayerNorm(hidden_dim, eps=MLP_NORM_EPS), act_layer(), last
@@ -60,6 +66,8 @@ class MaskEmbeddingGenerator(nn.Module):
         Returns:
             ``[B, K, E]`` mask embeddings.
         """
+        if self.class_embedding is None:
+            return self.mlp(center_embeddings)
         class_emb = self.class_embedding(classes.long().clamp(min=0))
         if self.fusion == "mul":
             fused = center_embeddings * class_emb

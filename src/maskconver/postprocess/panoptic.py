@@ -108,7 +108,11 @@ def rescale_logits(
 
 
 def number_segments(
-    core: MergeCore, *, class_to_category: Sequence[int], is_thing_class: Sequence[bool]
+    core: MergeCore,
+    *,
+    class_to_category: Sequence[int],
+    is_thing_class: Sequence[bool],
+    stuff: tuple[np.ndarray, dict[int, float]] | None = None,
 ) -> PanopticPrediction:
     """Number the kept proposals and paint the id map (the Python step after the tensor core).
 
@@ -120,6 +124,8 @@ def number_segments(
         core: the tensor core's result for one image.
         class_to_category: class index -> dataset category id.
         is_thing_class: class index -> thing (True) or stuff.
+        stuff: region-based stuff, ``([H, W] stuff class per pixel or -1, {class: score})``:
+            after the proposals, each listed class becomes one segment on its pixels.
 
     Returns:
         The ``[H, W]`` int32 panoptic map and one ``SegmentInfo`` per id (with score and area).
@@ -151,7 +157,71 @@ def number_segments(
         if not is_thing:
             stuff_segment[cls] = seg
     panoptic = segment_of[core.owner.cpu().numpy()]  # owner -1 -> the void entry
+    if stuff is not None:
+        stuff_map, stuff_scores = stuff
+        for cls, score in sorted(stuff_scores.items()):
+            region = stuff_map == cls
+            seg = SegmentInfo(
+                id=len(segments) + 1,
+                category_id=int(class_to_category[cls]),
+                score=float(score),
+                isthing=False,
+                area=int(region.sum()),
+            )
+            panoptic[region] = seg.id
+            segments.append(seg)
     return PanopticPrediction(panoptic=panoptic.astype(np.int32), segments=segments)
+
+
+def semantic_stuff(
+    logits: Tensor,
+    owner: Tensor,
+    is_stuff: Tensor,
+    *,
+    input_size: tuple[int, int],
+    valid_size: tuple[int, int],
+    output_size: tuple[int, int],
+    min_area: int,
+    chunk: int = DEFAULT_CHUNK,
+) -> tuple[np.ndarray, dict[int, float]]:
+    """Region-based stuff: the semantic argmax on the pixels no thing owns.
+
+    Args:
+        logits: ``[C, hs, ws]`` semantic logits covering the padded input.
+        owner: ``[H, W]`` the merge core's owner map (-1 = not owned by a thing).
+        is_stuff: ``[C]`` bool.
+        input_size: padded network input ``(H, W)``.
+        valid_size: resized image inside it.
+        output_size: original ``(H0, W0)`` (= ``owner``'s shape).
+        min_area: a stuff class needs more than this many pixels.
+        chunk: classes upsampled at a time (running argmax, memory ``chunk x H x W``).
+
+    Returns:
+        ``([H, W] int64 stuff class or -1, {class: score})`` where the score is the mean
+        softmax probability of the class over its low-resolution argmax pixels.
+    """
+    best = torch.full(output_size, -math.inf, device=logits.device)
+    label = torch.zeros(output_size, dtype=torch.int64, device=logits.device)
+    for start in range(0, logits.shape[0], chunk):
+        part = rescale_logits(logits[start : start + chunk], input_size, valid_size, output_size)
+        value, index = part.max(dim=0)
+        better = value > best
+        best = torch.where(better, value, best)
+        label = torch.where(better, index + start, label)
+    free = (owner < 0) & is_stuff.to(label.device)[label]
+    stuff_map = torch.where(free, label, torch.full_like(label, -1)).cpu().numpy()
+    probs = logits.softmax(0)
+    low_label = probs.argmax(0)
+    scores: dict[int, float] = {}
+    for cls in np.unique(stuff_map[stuff_map >= 0]).tolist():
+        if int((stuff_map == cls).sum()) <= min_area:
+            stuff_map[stuff_map == cls] = -1
+            continue
+        at = low_label == cls
+        scores[int(cls)] = (
+            float(probs[cls][at].mean()) if bool(at.any()) else float(probs[cls].max())
+        )
+    return stuff_map, scores
 
 
 class PanopticPostProcessor:
@@ -169,6 +239,9 @@ class PanopticPostProcessor:
         mask_threshold: maskformer: segment pixels need prob >= mask_threshold.
         hard_sigmoid: probabilities by ``relu6(x + 3) / 6`` instead of the sigmoid.
         chunk: proposals upsampled to the canvas at a time (memory ``chunk x H x W``).
+        stuff_from_semantic: region-based stuff (MaskConver Table 7): proposals of stuff
+            classes are ignored and stuff comes from the outputs' ``semantic_logits`` argmax on
+            the pixels no thing owns (a class needs more than ``min_area`` pixels).
     """
 
     def __init__(
@@ -183,6 +256,7 @@ class PanopticPostProcessor:
         mask_threshold: float = 0.5,
         hard_sigmoid: bool = False,
         chunk: int = DEFAULT_CHUNK,
+        stuff_from_semantic: bool = False,
     ) -> None:
         if len(class_to_category) != len(is_thing_class):
             raise ValueError(
@@ -193,7 +267,19 @@ class PanopticPostProcessor:
             raise ValueError(f"merge must be 'reference' or 'maskformer', got {merge!r}")
         self.class_to_category = [int(c) for c in class_to_category]
         self.is_thing_class = [bool(t) for t in is_thing_class]
-        self.class_usable = torch.tensor([c != UNUSED_CLASS for c in self.class_to_category])
+        self.stuff_from_semantic = stuff_from_semantic
+        self.class_usable = torch.tensor(
+            [
+                c != UNUSED_CLASS and (t or not stuff_from_semantic)
+                for c, t in zip(self.class_to_category, self.is_thing_class, strict=True)
+            ]
+        )
+        self.is_stuff_class = torch.tensor(
+            [
+                c != UNUSED_CLASS and not t
+                for c, t in zip(self.class_to_category, self.is_thing_class)
+            ]
+        )
         self.merge = merge
         self.object_threshold = object_threshold
         self.overlap_threshold = overlap_threshold
@@ -239,10 +325,32 @@ class PanopticPostProcessor:
             output_size = (int(output_sizes[b][0]), int(output_sizes[b][1]))
             sorted_ = self._sorted(outputs.scores[b].float(), outputs.classes[b])
             logits = outputs.mask_logits[b].float()[sorted_.order]  # [n, hm, wm], sorted
-
+            core = self._core(
+                self._rescaled(logits, hw_in, valid_size, output_size), sorted_, output_size
+            )
+            stuff = None
+            if self.stuff_from_semantic:
+                semantic = getattr(outputs, "semantic_logits", None)
+                if semantic is None:
+                    raise ValueError(
+                        "region-based stuff needs the model's semantic_logits (stuff_mode=region)"
+                    )
+                stuff = semantic_stuff(
+                    semantic[b].float(),
+                    core.owner,
+                    self.is_stuff_class,
+                    input_size=hw_in,
+                    valid_size=valid_size,
+                    output_size=output_size,
+                    min_area=self.min_area,
+                    chunk=self.chunk,
+                )
             results.append(
-                self._merge(
-                    self._rescaled(logits, hw_in, valid_size, output_size), sorted_, output_size
+                number_segments(
+                    core,
+                    class_to_category=self.class_to_category,
+                    is_thing_class=self.is_thing_class,
+                    stuff=stuff,
                 )
             )
         return results
@@ -277,8 +385,11 @@ class PanopticPostProcessor:
         """
         sorted_ = self._sorted(scores.float(), classes)
         chosen = probs.float()[sorted_.order]
-        return self._merge(
+        core = self._core(
             lambda start, stop: chosen[start:stop], sorted_, (probs.shape[-2], probs.shape[-1])
+        )
+        return number_segments(
+            core, class_to_category=self.class_to_category, is_thing_class=self.is_thing_class
         )
 
     def _sorted(self, scores: Tensor, classes: Tensor) -> SortedProposals:
@@ -299,13 +410,13 @@ class PanopticPostProcessor:
         count = int(valid_positions[-1]) + 1 if valid_positions.numel() else 0
         return SortedProposals(*(t[:count] for t in full))
 
-    def _merge(
+    def _core(
         self,
         probabilities: ProbabilityFn,
         proposals: SortedProposals,
         canvas: tuple[int, int],
-    ) -> PanopticPrediction:
-        core = merge_proposals(
+    ) -> MergeCore:
+        return merge_proposals(
             probabilities,
             proposals,
             (int(canvas[0]), int(canvas[1])),
@@ -314,7 +425,4 @@ class PanopticPostProcessor:
             min_area=self.min_area,
             mask_threshold=self.mask_threshold,
             chunk=self.chunk,
-        )
-        return number_segments(
-            core, class_to_category=self.class_to_category, is_thing_class=self.is_thing_class
         )

@@ -17,9 +17,16 @@ the half-diagonal ``sqrt(h^2 + w^2) / 2`` of its box in input pixels (overlappin
 duplicate it, each copy with the same mask); a center that fits no range is dropped.
 
 Pixel weights: 0 on padding (-1) and, with ``crowd_as_ignore``, on crowd segments; void (0) is a
-negative with weight 1. Downsampling (heatmap weights, mask targets, pixel weights) is TF
-half-pixel nearest: output pixel ``i`` takes input pixel ``floor((i + 0.5) * s)``, weight 0 where
-that falls outside the input. Centers, boxes and islands are computed at input resolution, so an
+negative with weight 1.
+
+Semantic map (auxiliary heads, ReMaX): at mask resolution, the class index of every pixel of a
+segment that holds a slot; -1 (ignore) on void, crowd, padding and on segments whose every slot
+was dropped by ``max_instances``. With ``stuff_centers=False`` (region-based stuff) stuff gets no
+centers or slots and all its pixels are labelled.
+
+Downsampling (heatmap weights, mask targets, pixel weights, semantic map) is TF half-pixel
+nearest: output pixel ``i`` takes input pixel ``floor((i + 0.5) * s)``, weight 0 where that falls
+outside the input. Centers, boxes and islands are computed at input resolution, so an
 instance smaller than ``mask_stride`` keeps its slot even if its downsampled mask is empty.
 """
 
@@ -41,6 +48,7 @@ from maskconver.targets.types import Targets
 ThingCenter = Literal["box", "mass"]
 StuffCenter = Literal["island", "mass"]
 THING_CENTERS = ("box", "mass")
+IGNORE_CLASS = -1  # semantic-map label of ignored pixels
 STUFF_CENTERS = ("island", "mass")
 
 
@@ -104,6 +112,8 @@ class TargetGenerator:
         level_ranges: multi-scale ``(low, high)`` half-diagonal range per stride (input
             pixels, inclusive); None for single-scale.
         crowd_as_ignore: crowd pixels get weight 0 (else they are void negatives).
+        stuff_centers: stuff classes get centers and slots (False: region-based stuff, the
+            stuff is supervised only through the semantic map).
     """
 
     def __init__(
@@ -123,6 +133,7 @@ class TargetGenerator:
         gaussian_iou: float = 0.7,
         level_ranges: Sequence[tuple[float, float]] | None = None,
         crowd_as_ignore: bool = True,
+        stuff_centers: bool = True,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"TargetGenerator: num_classes must be >= 1, got {num_classes}")
@@ -162,6 +173,10 @@ class TargetGenerator:
             else [(float(lo), float(hi)) for lo, hi in level_ranges]
         )
         self.crowd_as_ignore = crowd_as_ignore
+        self.stuff_centers = stuff_centers
+        self._thing_classes = {
+            v for k, v in self.category_to_class.items() if k in self.thing_category_ids
+        }
 
     def level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Heatmap ``(h_l, w_l) = (ceil(H / s_l), ceil(W / s_l))`` per level."""
@@ -178,11 +193,14 @@ class TargetGenerator:
 
     def _collect(
         self, sample: PanopticSample
-    ) -> tuple[list[_Center], list[_Center], list[np.ndarray], np.ndarray]:
-        """Thing centers, stuff centers, their full-resolution masks and the ignore mask."""
+    ) -> tuple[list[_Center], list[_Center], list[tuple[np.ndarray, int]], np.ndarray]:
+        """Thing centers, stuff centers, full-resolution masks with their class, ignore mask.
+
+        Without ``stuff_centers`` the stuff masks are returned but get no centers.
+        """
         panoptic = sample.panoptic
         ignore = panoptic == PADDING
-        masks: list[np.ndarray] = []
+        masks: list[tuple[np.ndarray, int]] = []
         things: list[_Center] = []
         stuff_masks: dict[int, np.ndarray] = {}  # class index -> union of its segments
         for seg in sample.segments:
@@ -198,7 +216,7 @@ class TargetGenerator:
                 box = mask_box(mask)
                 cy, cx = box.center if self.thing_center == "box" else mass_center(mask)
                 things.append(_Center(class_index, cy, cx, box, len(masks)))
-                masks.append(mask)
+                masks.append((mask, class_index))
             elif class_index in stuff_masks:
                 stuff_masks[class_index] |= mask
             else:
@@ -207,7 +225,9 @@ class TargetGenerator:
         for class_index in sorted(stuff_masks):
             class_mask = stuff_masks[class_index]
             key = len(masks)
-            masks.append(class_mask)  # every center of a stuff class supervises the WHOLE mask
+            masks.append((class_mask, class_index))  # its centers all supervise the WHOLE mask
+            if not self.stuff_centers:
+                continue
             if self.stuff_center == "mass":
                 cy, cx = mass_center(class_mask)
                 stuff.append(_Center(class_index, cy, cx, mask_box(class_mask), key))
@@ -242,6 +262,7 @@ class TargetGenerator:
         slot_class: list[int] = []
         slot_index: list[int] = []
         slot_mask: list[int] = []
+        slot_sigma: list[float] = []
         for center in things + stuff:
             for level in self._levels_of(center):
                 stride = self.center_strides[level]
@@ -250,18 +271,29 @@ class TargetGenerator:
                 radius = gaussian_radius(
                     center.box.height / stride, center.box.width / stride, self.gaussian_iou
                 )
-                draw_gaussian(heatmaps[level][center.class_index], (py, px), gaussian_sigma(radius))
+                sigma = gaussian_sigma(radius)
+                draw_gaussian(heatmaps[level][center.class_index], (py, px), sigma)
                 slot_class.append(center.class_index)
                 slot_index.append(offsets[level] + py * w_l + px)
                 slot_mask.append(center.mask_key)
+                slot_sigma.append(sigma)
 
         num = min(len(slot_class), self.max_instances)
         weight = (~ignore).astype(np.float32)
         mask_h, mask_w = math.ceil(height / self.mask_stride), math.ceil(width / self.mask_stride)
         masks = np.zeros((self.max_instances, mask_h, mask_w), np.uint8)
         for k in range(num):
-            full = full_masks[slot_mask[k]]
+            full = full_masks[slot_mask[k]][0]
             masks[k] = full if self.mask_stride == 1 else downsample_nearest(full, self.mask_stride)
+        labelled = set(slot_mask[:num])
+        if not self.stuff_centers:  # region-based stuff: every stuff mask is labelled
+            labelled |= {i for i, (_, c) in enumerate(full_masks) if c not in self._thing_classes}
+        semantic = np.full((height, width), IGNORE_CLASS, np.int64)
+        for key in sorted(labelled):
+            mask, class_index = full_masks[key]
+            semantic[mask] = class_index
+        sigmas = np.zeros(self.max_instances, np.float32)
+        sigmas[:num] = slot_sigma[:num]
         classes = np.full(self.max_instances, -1, np.int64)
         classes[:num] = slot_class[:num]
         indices = np.zeros(self.max_instances, np.int64)
@@ -279,4 +311,8 @@ class TargetGenerator:
             mask_valid=torch.from_numpy(mask_valid),
             pixel_weights=torch.from_numpy(downsample_nearest(weight, self.mask_stride)),
             num_instances=num,
+            semantic=torch.from_numpy(
+                downsample_nearest(semantic, self.mask_stride, fill=IGNORE_CLASS)
+            ),
+            center_sigma=torch.from_numpy(sigmas),
         )

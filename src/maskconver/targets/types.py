@@ -28,6 +28,10 @@ class Targets:
         mask_valid: ``[K]`` bool, True for filled slots.
         pixel_weights: ``[Hm, Wm]`` float32, 0 on padding and ignored (crowd) pixels.
         num_instances: number of filled slots.
+        semantic: ``[Hm, Wm]`` int64 class index per pixel of a slotted segment, -1 elsewhere
+            (void, crowd, padding, segments dropped by the slot cap).
+        center_sigma: ``[K]`` float32 Gaussian sigma (heatmap pixels) of each slot's center,
+            0 for empty slots.
     """
 
     heatmaps: list[Tensor]
@@ -38,6 +42,8 @@ class Targets:
     mask_valid: Tensor
     pixel_weights: Tensor
     num_instances: int
+    semantic: Tensor | None = None
+    center_sigma: Tensor | None = None
 
 
 @dataclass
@@ -57,6 +63,8 @@ class TargetBatch:
     mask_valid: Tensor  # [B, K]
     pixel_weights: Tensor  # [B, Hm, Wm]
     num_instances: Tensor  # [B] int64
+    semantic: Tensor | None = None  # [B, Hm, Wm] int64, -1 ignored
+    center_sigma: Tensor | None = None  # [B, K] float32
 
     @classmethod
     def stack(cls, items: list[Targets]) -> TargetBatch:
