@@ -69,6 +69,12 @@ DECODER_SETTINGS: dict[str, dict[str, list[str]]] = {
         "single": [],
         "multi": MULTI,
     },
+    "bifpn": {"single": ["model.decoder.bifpn_repeats=2"], "multi": MULTI},
+    "convnext_unet": {"single": ["model.decoder.unet_repeats=[1]"], "multi": MULTI},
+    "dr1basis": {
+        "single": ["model.decoder.max_level=5", "model.decoder.dr1.width=16"],
+        "multi": [*MULTI, "model.decoder.dr1.width=16"],
+    },
 }
 META_SETTINGS: dict[str, list[str]] = {"maskconver": []}
 CASES = [

@@ -45,10 +45,23 @@ class BackboneConfig:
 
 
 @dataclass
+class DR1Config:
+    """DR1Basis decoder (DR1Mask): dynamic rank-1 convs in a top-down merge to stride 4."""
+
+    width: int = 64  # basis width D (DR1Mask Table 6: 64 best for panoptic)
+    factors: Literal["in", "out", "both"] = "both"
+    param: Literal["one_plus", "two_sigmoid"] = "one_plus"
+    factor_source: Literal["embedding_tower", "local", "none"] = "embedding_tower"
+    tower_convs: int = 2
+    fusion: Literal["sum", "concat"] = "sum"  # concat: the factor-free control arm
+    aligned: bool = True  # aligned x2 + crop (False: half-pixel resize, the Table 5 control)
+
+
+@dataclass
 class DecoderConfig:
     """Pixel decoder. ``name`` is a key of ``build.DECODERS``."""
 
-    name: Literal["aspp", "maskconver_fpn", "fpn"] = "aspp"
+    name: Literal["aspp", "maskconver_fpn", "fpn", "bifpn", "convnext_unet", "dr1basis"] = "aspp"
     channels: int = 256
     # ASPP (DeepLabv3+)
     dilation_rates: list[int] = field(default_factory=lambda: [6, 12, 18])
@@ -61,6 +74,10 @@ class DecoderConfig:
     separable: bool = False
     kernel_size: int = 7  # smoothing kernel of the separable MaskConverFPN
     norm: Literal["bn", "ln"] = "bn"
+    bifpn_repeats: int = 3  # BiFPN bidirectional layers
+    # convnext_unet: ConvNeXt-SE blocks per level, coarsest first
+    unet_repeats: list[int] = field(default_factory=lambda: [2, 1, 1])
+    dr1: DR1Config = field(default_factory=DR1Config)
 
 
 @dataclass
@@ -235,6 +252,8 @@ class EvalConfig:
     """Inference input size and evaluation batch."""
 
     input_size: int = 256  # longest side after resize; padded to a square of this size
+    # 0: pad to the square input_size x input_size; d > 0: pad each side to a multiple of d
+    pad_divisibility: int = 0
     batch_size: int = 8
 
 

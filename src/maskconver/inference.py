@@ -106,13 +106,22 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
 
 
 def images_to_tensor(images: Sequence[np.ndarray]) -> Tensor:
-    """Stack same-size ``[H, W, 3]`` uint8 images into a float ``[B, 3, H, W]`` tensor (0..255)."""
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise ValueError(
-            f"a batch needs images of one size after the transform, got {sorted(shapes)}"
-        )
-    batch = np.stack(images).astype(np.float32)
+    """Stack ``[H, W, 3]`` uint8 images into a float ``[B, 3, H_max, W_max]`` tensor (0..255).
+
+    Images of different sizes (eval padding to a divisibility instead of a square) are padded
+    at the bottom/right with the mean colour, as the eval transform pads, so each image keeps
+    its top-left ``valid_size`` and the merge needs nothing else.
+    """
+    from maskconver.data.transforms import IMAGE_PAD_COLOR
+
+    height = max(im.shape[0] for im in images)
+    width = max(im.shape[1] for im in images)
+    batch = np.empty((len(images), height, width, RGB_CHANNELS), np.float32)
+    batch[:] = np.asarray(IMAGE_PAD_COLOR, np.float32)
+    for i, im in enumerate(images):
+        if im.ndim != 3 or im.shape[2] != RGB_CHANNELS:
+            raise ValueError(f"expected [H, W, 3] images after the transform, got {im.shape}")
+        batch[i, : im.shape[0], : im.shape[1]] = im
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
 
 

@@ -167,7 +167,7 @@ def build_copy_paste(cfg: Config, categories: CategorySet) -> Any | None:
 
 
 def build_eval_transforms(cfg: Config) -> Any:
-    """Resize the longest side to ``eval.input_size`` and pad to a square."""
+    """Resize the longest side to ``eval.input_size``; pad to a square or a divisibility."""
     from maskconver.data.transforms import ResizePad
 
-    return ResizePad(cfg.eval.input_size)
+    return ResizePad(cfg.eval.input_size, cfg.eval.pad_divisibility)

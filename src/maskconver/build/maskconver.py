@@ -42,9 +42,14 @@ def _stride_index(strides: tuple[int, ...], level: int, what: str) -> int:
 
 def _fusions(
     cfg: ModelConfig, backbone: Backbone, decoder: Decoder
-) -> tuple[list[nn.Module], int, int]:
-    """Three independent (center, embedding, pixel) fusions + center-level count + input width."""
+) -> tuple[list[nn.Module], int, tuple[int, int, int]]:
+    """Three independent (center, embedding, pixel) fusions, center-level count, head widths."""
     strides, dec_channels = decoder.strides, decoder.channels
+    if decoder.roles is not None:  # the decoder says which of its maps feed which head
+        roles = decoder.roles
+        heads = [roles["center"], roles["embedding"], roles["pixel"]]
+        widths = tuple(dec_channels[r[0]] for r in heads)
+        return [SelectLevels(r) for r in heads], len(roles["center"]), widths  # type: ignore[return-value]
     if cfg.multiscale:
         if cfg.decoder.name == "aspp":
             raise ConfigError(
@@ -58,7 +63,7 @@ def _fusions(
             SelectLevels(indices),
             PyramidFusion(target_index=target),
         ]
-        return fusions, len(indices), dec_channels[0]
+        return fusions, len(indices), (dec_channels[0],) * 3
     if cfg.decoder.name == "aspp":
         low = _stride_index(backbone.strides, cfg.level, "model.level (backbone)")
         width = cfg.head.low_level_channels
@@ -78,9 +83,9 @@ def _fusions(
             )
             for _ in range(3)
         ]
-        return fusions, 1, width
+        return fusions, 1, (width,) * 3
     index = _stride_index(strides, cfg.level, "model.level (decoder)")
-    return [SelectLevels([index]) for _ in range(3)], 1, dec_channels[index]
+    return [SelectLevels([index]) for _ in range(3)], 1, (dec_channels[index],) * 3
 
 
 def _load_weights(cfg: ModelConfig, backbone: Backbone) -> None:
@@ -103,14 +108,13 @@ def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
     backbone = build_backbone(cfg)
     _load_weights(cfg, backbone)
     decoder = build_decoder(cfg, backbone)
-    (center_fusion, embedding_fusion, pixel_fusion), num_levels, width = _fusions(
+    (center_fusion, embedding_fusion, pixel_fusion), num_levels, widths = _fusions(
         cfg, backbone, decoder
     )
     h = cfg.head
     semantic_head = build_semantic_head(cfg, num_classes) if cfg.stuff_mode == "region" else None
     head = partial(
         LightHead,
-        width,
         channels=h.channels,
         num_convs=h.num_convs,
         kernel_size=h.kernel_size,
@@ -123,9 +127,9 @@ def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
         center_fusion=center_fusion,
         embedding_fusion=embedding_fusion,
         pixel_fusion=pixel_fusion,
-        center_head=head(num_classes, num_levels=num_levels, prior_prob=h.prior_prob),
-        embedding_head=head(cfg.embedding_dim, num_levels=num_levels),
-        pixel_head=head(cfg.embedding_dim, num_levels=1),
+        center_head=head(widths[0], num_classes, num_levels=num_levels, prior_prob=h.prior_prob),
+        embedding_head=head(widths[1], cfg.embedding_dim, num_levels=num_levels),
+        pixel_head=head(widths[2], cfg.embedding_dim, num_levels=1),
         mask_embedding=MaskEmbeddingGenerator(
             num_classes,
             cfg.embedding_dim,

@@ -13,7 +13,15 @@ from torch import nn
 
 from maskconver.backbones.base import Backbone
 from maskconver.config import BackboneConfig, ConfigError, ModelConfig
-from maskconver.decoders import ASPP, FPN, Decoder, MaskConverFPN
+from maskconver.decoders import (
+    ASPP,
+    FPN,
+    BiFPN,
+    ConvNeXtUNet,
+    Decoder,
+    DR1Basis,
+    MaskConverFPN,
+)
 from maskconver.layers.activation import get_act_layer
 from maskconver.layers.norm import FrozenBatchNorm2d, LayerNorm2d
 from maskconver.layers.types import NormLayer
@@ -153,10 +161,67 @@ def _fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
     )
 
 
+def _bifpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    d = cfg.decoder
+    return BiFPN(
+        backbone.channels,
+        backbone.strides,
+        channels=d.channels,
+        min_level=d.min_level,
+        max_level=d.max_level,
+        num_repeats=d.bifpn_repeats,
+        num_outputs=None if cfg.multiscale else cfg.level - d.min_level + 1,
+        norm_layer=NORMS[d.norm](cfg),
+        act_layer=get_act_layer(cfg.head.activation),
+    )
+
+
+def _convnext_unet(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    d = cfg.decoder
+    return ConvNeXtUNet(
+        backbone.channels,
+        backbone.strides,
+        channels=d.channels,
+        min_level=d.min_level,
+        max_level=_fpn_max_level(cfg),
+        repeats=tuple(d.unet_repeats),
+        act_layer=get_act_layer("gelu"),
+    )
+
+
+def head_levels(cfg: ModelConfig) -> list[int]:
+    """Levels the center and embedding heads read (one for single-scale)."""
+    return list(range(cfg.min_level, cfg.max_level + 1)) if cfg.multiscale else [cfg.level]
+
+
+def _dr1basis(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    d, r = cfg.decoder, cfg.decoder.dr1
+    return DR1Basis(
+        backbone.channels,
+        backbone.strides,
+        channels=d.channels,
+        width=r.width,
+        min_level=d.min_level,
+        max_level=d.max_level,
+        tower_convs=r.tower_convs,
+        factors=r.factors,
+        param=r.param,
+        factor_source=r.factor_source,
+        fusion=r.fusion,
+        aligned=r.aligned,
+        head_levels=head_levels(cfg),
+        norm_layer=NORMS[d.norm](cfg),
+        act_layer=get_act_layer(cfg.head.activation),
+    )
+
+
 DECODERS: dict[str, Callable[[ModelConfig, Backbone], Decoder]] = {
     "aspp": _aspp,
     "maskconver_fpn": _maskconver_fpn,
     "fpn": _fpn,
+    "bifpn": _bifpn,
+    "convnext_unet": _convnext_unet,
+    "dr1basis": _dr1basis,
 }
 
 

@@ -176,16 +176,23 @@ class LargeScaleJitter:
 
 
 class ResizePad:
-    """Evaluation/prediction resize: longest side to ``size``, then pad to ``size x size``.
+    """Evaluation/prediction resize: longest side to ``size``, then pad.
+
+    ``divisibility`` 0 pads to the square ``size x size`` (the reference); ``d > 0`` pads each
+    side only up to the next multiple of ``d`` (DR1Mask section 3.3: 4 instead of 32, so little
+    padding is added; non-square outputs, batched by ``inference.images_to_tensor``).
 
     Sets ``meta["valid_size"] = (h, w)`` (the resized extent) and keeps ``meta["orig_size"]``
     (set to the input size if absent), so predictions can be cropped and resized back.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, divisibility: int = 0) -> None:
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
+        if divisibility < 0:
+            raise ValueError(f"divisibility must be >= 0, got {divisibility}")
         self.size = size
+        self.divisibility = divisibility
 
     def __call__(
         self, sample: PanopticSample, rng: np.random.Generator | None = None
@@ -198,7 +205,11 @@ class ResizePad:
             new_size = (self.size, max(1, round(width * scale)))
         else:
             new_size = (max(1, round(height * scale)), self.size)
-        out = pad_to(resize_to(sample, new_size), (self.size, self.size))
+        padded = (self.size, self.size)
+        if self.divisibility:
+            d = self.divisibility
+            padded = (-(-new_size[0] // d) * d, -(-new_size[1] // d) * d)
+        out = pad_to(resize_to(sample, new_size), padded)
         out.meta.setdefault("orig_size", (height, width))
         out.meta["valid_size"] = new_size
         return out
