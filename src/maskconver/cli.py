@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "evaluate": "evaluate",
     "predict": "predict",
+    "export": "export",
     "benchmark": "benchmark",
     "config": "config_cmd",
     "data": "data",

@@ -37,7 +37,12 @@ class InferenceModel(Protocol):
     """
 
     def __call__(self, images: Tensor) -> Proposals:
-        """``[B, 3, H, W]`` float images in 0..255 -> raw proposals."""
+        """``[B, 3, H, W]`` float images in 0..255 -> raw proposals.
+
+        A backend whose graph also runs the merge (the onnxruntime backend) instead provides
+        ``merge_samples(samples) -> [(MergeCore, semantic_logits | None, sizes)]``, and the core
+        only numbers the segments.
+        """
         ...
 
 
@@ -60,7 +65,20 @@ class TorchModel:
         return out
 
 
-def as_model(model: nn.Module | InferenceModel, device: str | torch.device = "cpu") -> Any:
+class MergingModel(Protocol):
+    """A backend whose graph also runs the merge's tensor core (the onnxruntime backend)."""
+
+    def merge_samples(
+        self, samples: Sequence[PanopticSample]
+    ) -> list[tuple[Any, Tensor | None, dict[str, Any]]]:
+        """Per transformed sample: ``(MergeCore, semantic_logits | None, sizes)``."""
+        ...
+
+
+AnyModel = nn.Module | InferenceModel | MergingModel
+
+
+def as_model(model: AnyModel, device: str | torch.device = "cpu") -> Any:
     """An ``InferenceModel``: modules are wrapped in ``TorchModel``, anything else is kept."""
     return TorchModel(model, device) if isinstance(model, nn.Module) else model
 
@@ -133,7 +151,7 @@ def _size_of(value: Any, where: str) -> tuple[int, int]:
 
 
 def predict_samples(
-    model: nn.Module | InferenceModel,
+    model: AnyModel,
     postprocessor: PostProcessor,
     samples: Sequence[PanopticSample],
     *,
@@ -154,6 +172,14 @@ def predict_samples(
     """
     if not samples:
         return []
+    merge_samples = getattr(model, "merge_samples", None)
+    if merge_samples is not None:  # a backend with the merge in its graph (onnxruntime)
+        finish = getattr(postprocessor, "finish")  # noqa: B009 - PanopticPostProcessor.finish
+        with torch.inference_mode():
+            return [
+                finish(core, semantic_logits=semantic, **sizes)
+                for core, semantic, sizes in merge_samples(samples)
+            ]
     images = images_to_tensor([s.image for s in samples])
     outputs = as_model(model, device)(images)
     valid_sizes = [_size_of(s.meta.get("valid_size"), "valid_size") for s in samples]

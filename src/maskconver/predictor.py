@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from maskconver.config import Config
 from maskconver.data.types import CategorySet, PanopticSample
 from maskconver.inference import (
+    AnyModel,
     ImageInput,
-    InferenceModel,
     PostProcessor,
     as_model,
     as_rgb_array,
@@ -59,7 +58,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: nn.Module | InferenceModel,
+        model: AnyModel,
         *,
         cfg: Config,
         categories: CategorySet,
@@ -96,6 +95,33 @@ class Predictor:
             postprocessor=build_postprocessor(cfg, categories, num_classes),
             transform=build_eval_transforms(cfg),
             device=device,
+        )
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, *, threads: int | None = None) -> Predictor:
+        """Load an exported ``.onnx`` (``maskconver export``): it alone is enough to predict.
+
+        Args:
+            path: the ``.onnx`` file (its metadata holds the config and categories).
+            threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        """
+        from maskconver.build import build_eval_transforms, build_postprocessor
+        from maskconver.data.transforms import ResizePadTo
+        from maskconver.export.runtime import OnnxPanopticModel
+
+        model = OnnxPanopticModel(path, threads=threads)
+        meta = model.metadata
+        transform: Callable[[PanopticSample], PanopticSample] = (
+            build_eval_transforms(meta.config)
+            if meta.input_size is None
+            else ResizePadTo(*meta.input_size)
+        )
+        return cls(
+            model,
+            cfg=meta.config,
+            categories=meta.categories,
+            postprocessor=build_postprocessor(meta.config, meta.categories, meta.num_classes),
+            transform=transform,
         )
 
     def prepare(self, image: ImageInput) -> PanopticSample:

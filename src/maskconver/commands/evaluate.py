@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 EXIT_BAD_INPUT = 2
 FILES_ARGS = ("gt_json", "gt_dir", "pred_json", "pred_dir")
 MODEL_ARGS = ("checkpoint", "data_root")
-MODEL_ONLY_ARGS = ("split", "save_predictions", "batch_size", "max_images", "device")
+MODEL_ONLY_ARGS = (
+    "split",
+    "save_predictions",
+    "batch_size",
+    "max_images",
+    "device",
+    "model",
+    "threads",
+    "backend",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,8 +52,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     files.add_argument("--pred-json", help="prediction JSON (annotations with segments_info)")
     files.add_argument("--pred-dir", help="folder of predicted panoptic PNGs")
     files.add_argument("--workers", type=int, default=0, help="processes (0/1: in-process)")
-    model = p.add_argument_group("model mode (run a checkpoint on a dataset)")
-    model.add_argument("--checkpoint", help="checkpoint directory or file")
+    model = p.add_argument_group("model mode (run a checkpoint or an exported model on a dataset)")
+    model.add_argument("--checkpoint", help="checkpoint directory or file (torch)")
+    model.add_argument("--model", help="an exported .onnx file (onnxruntime)")
+    model.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="torch for --checkpoint, onnxruntime for --model (the default)",
+    )
+    model.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch or of the onnxruntime session",
+    )
     model.add_argument("--data-root", help="dataset root (COCO panoptic layout)")
     model.add_argument(
         "--split",
@@ -81,7 +103,10 @@ def _check_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
             parser.error(f"--workers must be >= 0, got {args.workers}")
         return "files"
     if given_model or given_model_only:
-        missing = [a for a in MODEL_ARGS if a not in given_model]
+        if args.checkpoint is not None and args.model is not None:
+            parser.error("give --checkpoint (torch) or --model (onnx), not both")
+        needed = ["data_root"] if args.model is not None else list(MODEL_ARGS)
+        missing = [a for a in needed if getattr(args, a) is None]
         if missing:
             parser.error(f"model mode also needs {flags(missing)}")
         return "model"
@@ -137,23 +162,45 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     ``args.max_images`` (missing attributes take their defaults). Returns 0, or 2 with a message
     naming the bad path when the checkpoint or dataset cannot be used.
     """
+    from maskconver.commands.common import check_model_source
     from maskconver.data.coco_panoptic import CocoPanopticDataset
     from maskconver.engine.checkpoint import CheckpointError, load_model
     from maskconver.engine.evaluate import evaluate_model
     from maskconver.evaluation.pq_files import format_table
 
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.exists():
-        return _fail(f"checkpoint not found: {checkpoint}")
+    onnx_path = getattr(args, "model", None)
+    for name in ("model", "threads", "backend"):  # callers may pass a partial namespace
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    problem = check_model_source(args)
+    if problem:
+        return _fail(problem)
+    source = Path(onnx_path or args.checkpoint)
+    if not source.exists():
+        return _fail(f"{'model' if onnx_path else 'checkpoint'} not found: {source}")
     data_root = getattr(args, "data_root", None)
     if not data_root:
         return _fail("--data-root is required to evaluate a checkpoint")
     if not Path(data_root).is_dir():
         return _fail(f"data root is not a folder: {data_root}")
+    transform = None
     try:
-        model, cfg, categories, num_classes = load_model(checkpoint, use_ema=True, device="cpu")
+        if onnx_path:
+            from maskconver.predictor import Predictor
+
+            predictor = Predictor.from_onnx(onnx_path, threads=args.threads)
+            model: Any = predictor.model
+            cfg, categories = predictor.cfg, predictor.categories
+            num_classes = model.metadata.num_classes
+            transform = predictor.transform
+        else:
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            model, cfg, categories, num_classes = load_model(source, use_ema=True, device="cpu")
     except (OSError, ValueError, KeyError, CheckpointError) as e:
-        return _fail(f"cannot load checkpoint {checkpoint}: {e}")
+        return _fail(f"cannot load {source}: {e}")
     split = getattr(args, "split", None) or cfg.data.val_split
     try:
         dataset = CocoPanopticDataset(data_root, split, label_space=cfg.model.label_space)
@@ -177,6 +224,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         device=getattr(args, "device", None) or "cpu",
         progress=True,
         save_dir=Path(save) if save else None,
+        transform=transform,
     )
     print(format_table(results))
     print(f"{results['images']} images in {results['seconds']:.1f} s")

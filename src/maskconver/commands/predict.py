@@ -15,6 +15,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from maskconver.commands.common import add_model_source, check_model_source
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -30,9 +32,7 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--checkpoint", required=True, help="checkpoint folder (e.g. .../checkpoints/best)"
-    )
+    add_model_source(p)
     p.add_argument(
         "--input",
         required=True,
@@ -103,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if not Path(args.checkpoint).exists():
-        print(
-            f"maskconver predict: error: checkpoint not found: {args.checkpoint}", file=sys.stderr
-        )
+    problem = check_model_source(args)
+    source = args.checkpoint or args.model
+    if problem is None and not Path(source).exists():
+        problem = f"{'checkpoint' if args.checkpoint else 'model'} not found: {source}"
+    if problem:
+        print(f"maskconver predict: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     paths, problems = collect_images(list(args.input))
     for message in problems:
@@ -114,9 +116,16 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         print("maskconver predict: error: no input images", file=sys.stderr)
         return EXIT_USAGE
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=args.device, use_ema=not args.no_ema
-    )
+    if args.model:
+        predictor = Predictor.from_onnx(args.model, threads=args.threads)
+    else:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        predictor = Predictor.from_checkpoint(
+            args.checkpoint, device=args.device, use_ema=not args.no_ema
+        )
     output: Path = args.output
     output.mkdir(parents=True, exist_ok=True)
     writer = CocoPanopticWriter(output / "predictions.json", output, predictor.categories)

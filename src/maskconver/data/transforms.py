@@ -213,3 +213,31 @@ class ResizePad:
         out.meta.setdefault("orig_size", (height, width))
         out.meta["valid_size"] = new_size
         return out
+
+
+class ResizePadTo:
+    """Fit an image inside ``height x width`` (aspect kept), then pad to exactly that size.
+
+    The eval transform of a fixed-size exported graph. Sets ``meta["valid_size"]`` and keeps
+    ``meta["orig_size"]`` like ``ResizePad``.
+    """
+
+    def __init__(self, height: int, width: int) -> None:
+        if height < 1 or width < 1:
+            raise ValueError(f"size must be positive, got {height}x{width}")
+        self.size = (height, width)
+
+    def __call__(
+        self, sample: PanopticSample, rng: np.random.Generator | None = None
+    ) -> PanopticSample:
+        """Resize to fit, pad at the bottom/right (``rng`` is unused)."""
+        height, width = _check(sample)
+        scale = min(self.size[0] / height, self.size[1] / width)
+        new_size = (
+            min(self.size[0], max(1, round(height * scale))),
+            min(self.size[1], max(1, round(width * scale))),
+        )
+        out = pad_to(resize_to(sample, new_size), self.size)
+        out.meta.setdefault("orig_size", (height, width))
+        out.meta["valid_size"] = new_size
+        return out

@@ -57,6 +57,7 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     progress: bool = True,
     save_dir: Path | None = None,
+    transform: Any = None,
 ) -> dict[str, Any]:
     """Panoptic quality of ``model`` on ``dataset``.
 
@@ -73,6 +74,8 @@ def evaluate_model(
         progress: show a tqdm bar (rate and ETA) on the main process.
         save_dir: if given, write ``<save_dir>/predictions.json`` + ``<save_dir>/panoptic/*.png``
             in COCO panoptic format with the GT image ids and file names.
+        transform: the eval transform (default: the config's; a fixed-size exported model
+            brings its own).
 
     Returns:
         ``PanopticQuality.compute()``'s dict plus ``images`` (evaluated count over all ranks)
@@ -89,7 +92,7 @@ def evaluate_model(
     start_time = time.perf_counter()
     total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     indices = list(range(rank, total, world))
-    transform = build_eval_transforms(cfg)
+    transform = transform if transform is not None else build_eval_transforms(cfg)
     postprocessor = build_postprocessor(cfg, categories, num_classes)
     metric = PanopticQuality(categories)
     writer = _make_writer(save_dir, categories)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -35,11 +36,13 @@ def aligned_upsample(x: Tensor, factor: int = 2) -> Tensor:
 
 
 def crop_to(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Crop the right and bottom of ``[..., H, W]`` to ``size`` (no-op when it already fits)."""
-    height, width = int(size[0]), int(size[1])
-    if x.shape[-2] < height or x.shape[-1] < width:
-        raise ValueError(f"crop_to: {tuple(x.shape[-2:])} is smaller than {(height, width)}")
-    return x[..., :height, :width]
+    """Crop the right and bottom of ``[..., H, W]`` to ``size`` (no-op when it already fits).
+
+    ``size`` may hold traced sizes (an export keeps them dynamic).
+    """
+    if not torch.jit.is_tracing() and (x.shape[-2] < size[0] or x.shape[-1] < size[1]):
+        raise ValueError(f"crop_to: {tuple(x.shape[-2:])} is smaller than {tuple(size)}")
+    return x[..., : size[0], : size[1]]
 
 
 def upsample_to(x: Tensor, size: Sequence[int], *, factor: int = 2, aligned: bool = True) -> Tensor:

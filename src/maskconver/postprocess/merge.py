@@ -123,6 +123,12 @@ def _bin_count(index: Tensor, weights: Tensor, num_bins: int) -> Tensor:
     return counts.scatter_add(0, index.flatten(), weights.flatten().long())
 
 
+def _fill_to(values: Tensor, size: int) -> Tensor:
+    """``values`` ``[m]`` (``m <= size``) placed in a zero ``[size]`` vector (static shape)."""
+    index = torch.arange(values.shape[0], device=values.device)
+    return torch.zeros(size, dtype=values.dtype, device=values.device).scatter(0, index, values)
+
+
 def merge_proposals(
     probabilities: ProbabilityFn,
     proposals: SortedProposals,
@@ -137,10 +143,13 @@ def merge_proposals(
     """The panoptic merge of one image's sorted proposals (see the module docstring).
 
     Args:
-        probabilities: ``(start, stop) -> [stop - start, H, W]`` mask probabilities of the sorted
-            proposals ``start..stop-1`` on the output canvas.
+        probabilities: ``(start, stop) -> [m, H, W]`` mask probabilities of the sorted
+            proposals ``start..start+m-1`` on the output canvas, ``m = stop - start`` -- or
+            fewer when the caller dropped the tail of invalid proposals (an exported graph
+            upsamples only the valid ones; the missing ones can never win a pixel).
         proposals: the output of ``sort_proposals``.
-        canvas: ``(H, W)`` of the output canvas.
+        canvas: ``(H, W)`` of the output canvas (only used when there is no proposal: the
+            maps' own size is the canvas otherwise).
         mode: ``"reference"`` or ``"maskformer"``.
         overlap_threshold: see the module docstring.
         min_area: reference mode: keep iff won area > ``min_area``.
@@ -161,25 +170,27 @@ def merge_proposals(
     if num == 0:  # nothing to merge: every pixel is void
         void = torch.full((height, width), -1, dtype=torch.int64, device=device)
         return MergeCore(void, valid, proposals.classes, scores, torch.zeros_like(proposals.order))
-    best = torch.full((height, width), -1.0, dtype=scores.dtype, device=device)
-    winner = torch.zeros((height, width), dtype=torch.int64, device=device)
-    winner_prob = torch.zeros((height, width), dtype=scores.dtype, device=device)
     own_parts = []
     for start in range(0, num, chunk):
         stop = min(start + chunk, num)
         probs = probabilities(start, stop).to(scores.dtype)  # [c, H, W]
+        if start == 0:  # the canvas comes from the maps themselves (dynamic in an export)
+            best = torch.full_like(probs[0], -1.0)
+            winner = torch.zeros_like(probs[0], dtype=torch.int64)
+            winner_prob = torch.zeros_like(probs[0])
         if mode == "reference":
             own_parts.append(_count(probs > ORIGINAL_AREA_PROB))
         else:
             own_parts.append(_count(probs >= mask_threshold))
-        value, index = (probs * scores[start:stop, None, None]).max(dim=0)
+        chunk_scores = scores[start : start + probs.shape[0]]
+        value, index = (probs * chunk_scores[:, None, None]).max(dim=0)
         better = value > best
         best = torch.where(better, value, best)
         winner = torch.where(better, index + start, winner)
         if mode == "maskformer":
             prob_at = probs.gather(0, index[None])[0]
             winner_prob = torch.where(better, prob_at, winner_prob)
-    own_area = torch.cat(own_parts)
+    own_area = _fill_to(torch.cat(own_parts), num)
     ones = torch.ones_like(winner)
     won_area = _bin_count(winner, ones, num)
     if mode == "reference":

@@ -43,6 +43,14 @@ from maskconver.postprocess.merge import (
 from maskconver.postprocess.peaks import hard_sigmoid
 
 UNUSED_CLASS = -1  # class_to_category entry of an index that maps to no category
+# a chunk of upsampled proposals holds at most this many values (64 MB in float32), so a
+# 12-megapixel canvas is merged one proposal at a time and memory grows with H x W only
+MAX_CHUNK_VALUES = 1 << 24
+
+
+def chunk_for(chunk: int, canvas: Sequence[int]) -> int:
+    """Proposals per chunk on ``canvas``: at most ``chunk`` and ``MAX_CHUNK_VALUES`` values."""
+    return max(1, min(chunk, MAX_CHUNK_VALUES // max(1, int(canvas[0]) * int(canvas[1]))))
 
 
 class Proposals(Protocol):
@@ -328,32 +336,59 @@ class PanopticPostProcessor:
             core = self._core(
                 self._rescaled(logits, hw_in, valid_size, output_size), sorted_, output_size
             )
-            stuff = None
-            if self.stuff_from_semantic:
-                semantic = getattr(outputs, "semantic_logits", None)
-                if semantic is None:
-                    raise ValueError(
-                        "region-based stuff needs the model's semantic_logits (stuff_mode=region)"
-                    )
-                stuff = semantic_stuff(
-                    semantic[b].float(),
-                    core.owner,
-                    self.is_stuff_class,
+            semantic = getattr(outputs, "semantic_logits", None)
+            results.append(
+                self.finish(
+                    core,
+                    semantic_logits=None if semantic is None else semantic[b],
                     input_size=hw_in,
                     valid_size=valid_size,
                     output_size=output_size,
-                    min_area=self.min_area,
-                    chunk=self.chunk,
-                )
-            results.append(
-                number_segments(
-                    core,
-                    class_to_category=self.class_to_category,
-                    is_thing_class=self.is_thing_class,
-                    stuff=stuff,
                 )
             )
         return results
+
+    def finish(
+        self,
+        core: MergeCore,
+        *,
+        semantic_logits: Tensor | None = None,
+        input_size: tuple[int, int] | None = None,
+        valid_size: tuple[int, int] | None = None,
+        output_size: tuple[int, int] | None = None,
+    ) -> PanopticPrediction:
+        """The Python step after the tensor core (any backend's): number segments, add stuff.
+
+        Args:
+            core: the merge core's result for one image (from this post-processor, or from an
+                exported graph).
+            semantic_logits: ``[C, hs, ws]`` for region-based stuff (else unused).
+            input_size: padded network input (region-based stuff only).
+            valid_size: resized image inside it (region-based stuff only).
+            output_size: original image size (region-based stuff only).
+        """
+        stuff = None
+        if self.stuff_from_semantic:
+            if semantic_logits is None or input_size is None or valid_size is None:
+                raise ValueError(
+                    "region-based stuff needs the model's semantic_logits (stuff_mode=region)"
+                )
+            stuff = semantic_stuff(
+                semantic_logits.float(),
+                core.owner,
+                self.is_stuff_class,
+                input_size=input_size,
+                valid_size=valid_size,
+                output_size=output_size or (int(core.owner.shape[0]), int(core.owner.shape[1])),
+                min_area=self.min_area,
+                chunk=self.chunk,
+            )
+        return number_segments(
+            core,
+            class_to_category=self.class_to_category,
+            is_thing_class=self.is_thing_class,
+            stuff=stuff,
+        )
 
     def _rescaled(
         self,
@@ -424,5 +459,5 @@ class PanopticPostProcessor:
             overlap_threshold=self.overlap_threshold,
             min_area=self.min_area,
             mask_threshold=self.mask_threshold,
-            chunk=self.chunk,
+            chunk=chunk_for(self.chunk, canvas),
         )

@@ -1,0 +1,160 @@
+r"""``maskconver export``: a checkpoint to one ONNX graph from image to the merge's tensor core.
+
+The graph holds the normalisation, the network, the peak finding, the mask embeddings and
+logits and the panoptic merge (owner per pixel of the output canvas, keep / class / score / area
+per proposal); the categories, thresholds, resolved config and version go into its metadata, so
+the ``.onnx`` file alone is enough to predict (``maskconver predict --model``,
+``Predictor.from_onnx``). Segment numbering stays in the shared Python step.
+
+Examples::
+
+    maskconver export --checkpoint runs/quickstart/checkpoints/best --output tiny.onnx
+    maskconver export --checkpoint CKPT --output model.onnx --dynamic
+    maskconver export --checkpoint CKPT --output model_int8.onnx --int8 static \\
+        --calibration-images photos/
+
+With ``--int8`` the float graph is written next to the output (``<name>.fp32.onnx``) and the
+quantized one to ``--output``; ``static`` calibrates activation ranges on the images of
+``--calibration-images`` (default: 32 synthetic validation scenes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+DEFAULT_CALIBRATION_IMAGES = 32
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``export`` subcommand."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a checkpoint to ONNX (merge in the graph, metadata inside; optional int8)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    p.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="fixed network input (default: eval.input_size square)",
+    )
+    size.add_argument("--dynamic", action="store_true", help="dynamic input height and width")
+    p.add_argument(
+        "--int8",
+        choices=("static", "dynamic"),
+        default=None,
+        help="also quantize to int8 (static: calibrated QDQ; dynamic: weights only)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=Path,
+        default=None,
+        help="folder of images for --int8 static (default: synthetic scenes)",
+    )
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.set_defaults(func=run)
+
+
+def _fail(message: str) -> int:
+    print(f"maskconver export: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def calibration_inputs(
+    model_path: Path, folder: Path | None, count: int = DEFAULT_CALIBRATION_IMAGES
+) -> list[dict[str, Any]]:
+    """Graph inputs of calibration images, prepared by the model's own eval transform."""
+    import numpy as np
+
+    from maskconver.data.image_io import ImageReadError, load_image
+    from maskconver.data.synthetic import SyntheticPanoptic
+    from maskconver.data.types import PanopticSample
+    from maskconver.predictor import Predictor
+
+    predictor = Predictor.from_onnx(model_path)
+    images: list[np.ndarray] = []
+    if folder is not None:
+        from maskconver.commands.predict import collect_images
+
+        paths, _ = collect_images([folder])
+        for path in paths[:count]:
+            try:
+                images.append(load_image(path))
+            except ImageReadError as e:
+                print(f"warning: skipped calibration image: {e}", file=sys.stderr)
+    else:
+        d = predictor.cfg.data
+        scenes = SyntheticPanoptic(
+            count,
+            seed=d.synthetic_seed + 1,
+            min_size=d.synthetic_min_size,
+            max_size=d.synthetic_max_size,
+        )
+        images = [scenes[i].image for i in range(len(scenes))]
+    feeds = []
+    for image in images:
+        blank = np.zeros(image.shape[:2], np.int32)
+        sample = predictor.transform(PanopticSample(image=image, panoptic=blank, segments=[]))
+        feeds.append(
+            {
+                "image": sample.image[None].astype(np.uint8),
+                "valid_size": np.asarray(sample.meta["valid_size"], np.int64),
+                "output_size": np.asarray(sample.meta["orig_size"], np.int64),
+            }
+        )
+    return feeds
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export (and optionally quantize); prints what was written."""
+    from maskconver.engine.checkpoint import CheckpointError
+    from maskconver.export.onnx import ExportError, export_onnx, quantize_onnx
+
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.exists():
+        return _fail(f"checkpoint not found: {checkpoint}")
+    output: Path = args.output
+    if output.suffix.lower() != ".onnx":
+        return _fail(f"--output must end in .onnx, got {output}")
+    if output.resolve().is_relative_to(checkpoint.resolve()) and checkpoint.is_dir():
+        return _fail(f"--output {output} is inside the checkpoint folder; choose another path")
+    if output.exists() and not args.overwrite:
+        return _fail(f"{output} exists; pass --overwrite to replace it")
+    if args.calibration_images is not None and args.int8 != "static":
+        return _fail("--calibration-images goes with --int8 static")
+    if args.calibration_images is not None and not args.calibration_images.is_dir():
+        return _fail(f"calibration folder not found: {args.calibration_images}")
+    float_path = output.with_suffix(".fp32.onnx") if args.int8 else output
+    try:
+        meta = export_onnx(
+            checkpoint, float_path, size=args.size, dynamic=args.dynamic, use_ema=not args.no_ema
+        )
+        size = (
+            "dynamic" if meta.input_size is None else f"{meta.input_size[0]}x{meta.input_size[1]}"
+        )
+        print(f"exported {float_path} (input {size}, outputs {', '.join(meta.outputs)})")
+        if args.int8:
+            feeds = (
+                calibration_inputs(float_path, args.calibration_images)
+                if args.int8 == "static"
+                else []
+            )
+            quantize_onnx(float_path, output, mode=args.int8, calibration=feeds)
+            print(
+                f"int8 ({args.int8}{f', {len(feeds)} calibration images' if feeds else ''}): "
+                f"{output}"
+            )
+    except (ExportError, CheckpointError, OSError, ValueError) as e:
+        return _fail(str(e))
+    return EXIT_OK

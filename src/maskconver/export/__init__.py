@@ -1,0 +1,1 @@
+"""Deployment: the exportable graph, ONNX export with metadata, int8, the onnxruntime backend."""

@@ -1,0 +1,100 @@
+"""onnxruntime backend: an exported ``.onnx`` drives the inference core like a torch model.
+
+``OnnxPanopticModel(path)`` reads the maskconver metadata (config, categories), opens an
+onnxruntime session (``threads`` intra-op threads) and runs one image per call: the graph
+already contains the network, the peaks and the merge's tensor core, so ``merge_samples``
+returns ``MergeCore`` results that the shared Python step (``PanopticPostProcessor.finish``)
+numbers exactly as for the torch backend. ``raw`` exposes the network's raw outputs (parity
+checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from maskconver.data.types import PanopticSample
+from maskconver.export.module import CORE_OUTPUTS, RAW_OUTPUTS, SEMANTIC_OUTPUT
+from maskconver.export.onnx import ExportError, OnnxMetadata, read_metadata
+from maskconver.postprocess.merge import MergeCore
+
+
+class OnnxPanopticModel:
+    """A maskconver ``.onnx`` behind the inference core.
+
+    Args:
+        path: the exported model.
+        threads: onnxruntime intra-op threads (None: onnxruntime's default).
+
+    Attributes:
+        metadata: config, categories and input layout stored in the file.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - a dev extra
+            raise ExportError(
+                "the onnxruntime backend needs onnxruntime: pip install 'maskconver[onnx]'"
+            ) from e
+        self.path = Path(path)
+        self.metadata: OnnxMetadata = read_metadata(self.path)
+        options = ort.SessionOptions()
+        if threads is not None:
+            if threads < 1:
+                raise ExportError(f"threads must be >= 1, got {threads}")
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(
+        self, image: np.ndarray, valid_size: Sequence[int], output_size: Sequence[int]
+    ) -> dict[str, np.ndarray]:
+        """All graph outputs for one prepared ``[H, W, 3]`` uint8 image, by name."""
+        fixed = self.metadata.input_size
+        if fixed is not None and tuple(image.shape[:2]) != fixed:
+            raise ExportError(
+                f"{self.path} takes {fixed[0]}x{fixed[1]} inputs, got {image.shape[0]}x"
+                f"{image.shape[1]} (export with --dynamic for any size)"
+            )
+        feed = {
+            "image": np.ascontiguousarray(image[None], dtype=np.uint8),
+            "valid_size": np.asarray(valid_size, dtype=np.int64),
+            "output_size": np.asarray(output_size, dtype=np.int64),
+        }
+        return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
+
+    def merge_samples(
+        self, samples: Sequence[PanopticSample]
+    ) -> list[tuple[MergeCore, Tensor | None, dict[str, Any]]]:
+        """Run every transformed sample; per sample the core, semantic logits and its sizes."""
+        results = []
+        for sample in samples:
+            valid = cast(Sequence[int], sample.meta["valid_size"])
+            orig = cast(Sequence[int], sample.meta["orig_size"])
+            out = self.run(sample.image, valid, orig)
+            core = MergeCore(*(torch.from_numpy(out[name]) for name in CORE_OUTPUTS))
+            semantic = out.get(SEMANTIC_OUTPUT)
+            sizes = {
+                "input_size": (int(sample.image.shape[0]), int(sample.image.shape[1])),
+                "valid_size": (int(valid[0]), int(valid[1])),
+                "output_size": (int(orig[0]), int(orig[1])),
+            }
+            results.append(
+                (core, None if semantic is None else torch.from_numpy(semantic[0]), sizes)
+            )
+        return results
+
+    def raw(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """The network's raw outputs (``RAW_OUTPUTS``) for an image of the input size."""
+        h, w = image.shape[:2]
+        out = self.run(image, (h, w), (h, w))
+        return {name: out[name] for name in RAW_OUTPUTS}
