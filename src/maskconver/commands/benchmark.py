@@ -62,6 +62,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="torch device for the latency runs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="torch eager / optimised / onnxruntime fp32 / int8 against Mask2Former-R50 and "
+        "MaskFormer-R50 (the peers extra), interleaved, at --sizes",
+    )
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=[256, 640], help="square input sizes of --compare"
+    )
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of --compare")
+    p.add_argument("--no-peers", action="store_true", help="--compare without the peers")
     p.set_defaults(func=run)
 
 
@@ -198,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
     if args.runs < 0 or args.warmup < 0:
         print("benchmark: --runs and --warmup must be >= 0")
         return EXIT_USAGE
+    if args.compare:
+        return _compare(args)
     try:
         report = benchmark(
             args.config,
@@ -212,4 +225,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"benchmark: {e}")
         return EXIT_USAGE
     print(json.dumps(report) if args.json else format_table(report))
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``--compare``: see ``commands/compare.py``."""
+    from maskconver.commands.compare import compare, format_report
+    from maskconver.config import ConfigError
+
+    if not args.no_peers:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            print(
+                "benchmark --compare: the peers need transformers: pip install "
+                "'maskconver[peers]' (or pass --no-peers)"
+            )
+            return EXIT_USAGE
+    try:
+        report = compare(
+            args.config,
+            args.overrides,
+            sizes=list(args.sizes),
+            rounds=args.rounds,
+            warmup=max(1, args.warmup),
+            num_classes=args.num_classes,
+            threads=args.threads or torch.get_num_threads(),
+            peers=not args.no_peers,
+        )
+    except ConfigError as e:
+        print(f"benchmark: {e}")
+        return EXIT_USAGE
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
     return EXIT_OK
