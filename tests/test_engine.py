@@ -253,9 +253,9 @@ def _targets(sample: PanopticSample) -> Targets:
 
 def test_train_dataset_keyed_rng_is_reproducible() -> None:
     ds = TrainSampleDataset(_Base(4), transforms=_noise, target_generator=_targets, seed=7)
-    a, _ = ds[(2, 1)]
-    b, _ = ds[(2, 1)]
-    c, _ = ds[(3, 1)]
+    a, _, _ = ds[(2, 1)]
+    b, _, _ = ds[(2, 1)]
+    c, _, _ = ds[(3, 1)]
     assert a.shape == (3, 4, 4) and a.dtype == torch.float32
     assert torch.equal(a, b)  # same (seed, epoch, index) -> same augmentation
     expected = np.random.default_rng([7, 2, 1]).integers(256)
@@ -272,16 +272,17 @@ def test_bad_samples_propagate_or_are_skipped() -> None:
     lenient = TrainSampleDataset(
         _Base(4, bad=1), transforms=_noise, target_generator=_targets, seed=0, skip_bad=True
     )
-    image, _ = lenient[(0, 1)]
+    image, _, skipped = lenient[(0, 1)]
     assert image[0, 1, 1].item() != 1.0  # a replacement index was used
-    assert lenient.num_skipped == 1
+    assert lenient.num_skipped == 1 and skipped == 1  # the count travels with the sample
     lenient[(1, 1)]
     assert lenient.num_skipped == 2  # counted every time, logged once per index
 
 
 def test_collate_train_stacks_and_checks_sizes() -> None:
     ds = TrainSampleDataset(_Base(3), transforms=_noise, target_generator=_targets, seed=0)
-    images, batch = collate_train([ds[0], ds[1], ds[2]])
+    images, batch, skipped = collate_train([ds[0], ds[1], ds[2]])
+    assert skipped == 0
     assert images.shape == (3, 3, 4, 4) and batch.masks.shape == (3, 2, 4, 4)
     assert batch.num_instances.tolist() == [0, 0, 0]
     big = (torch.zeros(3, 5, 4), ds[0][1])

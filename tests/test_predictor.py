@@ -116,10 +116,15 @@ def test_as_rgb_array_conversions() -> None:
     np.testing.assert_array_equal(
         as_rgb_array(rgba), np.array([[[200, 100, 50], [0, 0, 0], [40, 40, 40]]], dtype=np.uint8)
     )
-    # float arrays in 0..255 are rounded
+    # float arrays above 1 are in 0..255 and rounded; float arrays in 0..1 are scaled by 255
     np.testing.assert_array_equal(
         as_rgb_array(np.full((1, 1, 3), 1.6)), np.full((1, 1, 3), 2, np.uint8)
     )
+    np.testing.assert_array_equal(
+        as_rgb_array(np.array([[[0.0, 0.5, 1.0]]])), np.array([[[0, 128, 255]]], np.uint8)
+    )  # rint(127.5) = 128
+    # integer arrays are never scaled (a 0/1 mask image stays 0/1)
+    np.testing.assert_array_equal(as_rgb_array(np.ones((1, 1, 3), np.int64)), np.ones((1, 1, 3)))
 
 
 @pytest.mark.parametrize(

@@ -97,4 +97,4 @@ def test_bad_config_and_data_give_clear_errors(
         ]
     )
     err = capsys.readouterr().err
-    assert code == 1 and "DatasetError" in err and "no_coco_here" in err
+    assert code == 2 and "no_coco_here" in err and len(err.strip().splitlines()) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> module under maskconver.commands (imported lazily so `--help` stays fast)
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="maskconver",
         description="MaskConver panoptic segmentation: train, evaluate, predict, benchmark.",
     )
+    parser.add_argument(
+        "--debug", action="store_true", help=f"show tracebacks (or set {DEBUG_ENV}=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS.values():
@@ -37,15 +41,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "MASKCONVER_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code.
+
+    One error path for every command: bad input (any ``MaskconverError``, a missing or
+    unreadable file) prints ``maskconver <command>: error: <one line>`` and exits with 2; a
+    failed run (``NonFiniteLossError``) or an unexpected error prints one line and exits with 1.
+    ``--debug`` or ``MASKCONVER_DEBUG=1`` re-raises instead, with the traceback.
+    """
+    from maskconver.errors import MaskconverError, one_line
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    where = f"maskconver {getattr(args, 'command', '')}".rstrip()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if debug:
+            raise
+        if isinstance(e, MaskconverError):
+            print(f"{where}: error: {one_line(e)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if isinstance(e, OSError):  # a missing / unreadable / unwritable file or a full disk
+            print(f"{where}: error: {one_line(e)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if type(e).__name__ == "NonFiniteLossError":
+            print(f"{where}: error: {one_line(e)}", file=sys.stderr)
+            return EXIT_FAILED
+        print(
+            f"{where}: unexpected error: {type(e).__name__}: {one_line(e)} (run with --debug "
+            f"or {DEBUG_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

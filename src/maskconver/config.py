@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from maskconver.errors import MaskconverError
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -183,6 +186,8 @@ class PostprocessConfig:
     overlap_threshold: float = 0.7
     min_area: int = 256  # pixels on the output canvas
     mask_threshold: float = 0.5
+    # merge canvas cap (pixels, 0 = none): larger images merge scaled down, then enlarged
+    max_canvas_pixels: int = 1 << 24
 
 
 @dataclass
@@ -274,7 +279,7 @@ class Config:
         validate(self)
 
 
-class ConfigError(ValueError):
+class ConfigError(MaskconverError, ValueError):
     """A config file or override is malformed, unknown or of the wrong type."""
 
 
@@ -354,6 +359,105 @@ def validate(cfg: Config) -> None:
         )
     if not 0.0 <= loss.reclass_eta < 1.0:
         raise ConfigError(f"loss.reclass_eta must be in [0, 1), got {loss.reclass_eta}")
+    for key, value, ok, expected in _ranges(cfg):
+        if not ok(value):
+            raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+# K beyond this makes the per-slot tensors of one batch grow past any machine's memory
+# (measured: num_proposals=100000 grew to 23.6 GB); the reference uses 50-256
+MAX_PROPOSALS = 1000
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def _ranges(cfg: Config) -> list[tuple[str, Any, Any, str]]:
+    """(key, value, predicate, expectation) of every bounded field, checked up front."""
+    m, t, tr, ev, d, a, loss, post = (
+        cfg.model,
+        cfg.targets,
+        cfg.train,
+        cfg.eval,
+        cfg.data,
+        cfg.augment,
+        cfg.loss,
+        cfg.postprocess,
+    )
+    positive_int = (lambda v: v >= 1, ">= 1")
+    non_negative = (lambda v: _finite(v) and v >= 0, "a finite number >= 0")
+    unit = (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]")
+    rows: list[tuple[str, Any, tuple[Any, str]]] = [
+        (
+            "model.num_proposals",
+            m.num_proposals,
+            (lambda v: 1 <= v <= MAX_PROPOSALS, f"in [1, {MAX_PROPOSALS}]"),
+        ),
+        ("model.embedding_dim", m.embedding_dim, positive_int),
+        ("model.mlp_hidden", m.mlp_hidden, positive_int),
+        ("model.head.channels", m.head.channels, positive_int),
+        ("model.decoder.channels", m.decoder.channels, positive_int),
+        ("model.bn_momentum", m.bn_momentum, (lambda v: _finite(v) and 0 < v <= 1, "in (0, 1]")),
+        ("model.bn_eps", m.bn_eps, (lambda v: _finite(v) and v > 0, "> 0")),
+        ("augment.input_size", a.input_size, (lambda v: min(v) >= 1, "two sizes >= 1")),
+        ("eval.input_size", ev.input_size, positive_int),
+        ("eval.batch_size", ev.batch_size, positive_int),
+        ("eval.pad_divisibility", ev.pad_divisibility, (lambda v: v >= 0, ">= 0")),
+        ("train.max_steps", tr.max_steps, positive_int),
+        ("train.warmup_steps", tr.warmup_steps, (lambda v: v >= 0, ">= 0")),
+        ("train.log_every", tr.log_every, positive_int),
+        ("train.ckpt_every", tr.ckpt_every, positive_int),
+        ("train.eval_every", tr.eval_every, (lambda v: v >= 0, ">= 0 (0: only at the end)")),
+        ("train.keep_last", tr.keep_last, (lambda v: v >= 0, ">= 0 (0: keep all)")),
+        ("train.max_eval_images", tr.max_eval_images, (lambda v: v >= 0, ">= 0 (0: all)")),
+        ("train.lr", tr.lr, (lambda v: _finite(v) and v > 0, "a finite number > 0")),
+        ("train.weight_decay", tr.weight_decay, non_negative),
+        ("train.momentum", tr.momentum, (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)")),
+        (
+            "train.betas",
+            tr.betas,
+            (
+                lambda v: len(v) == 2 and all(_finite(b) and 0 <= b < 1 for b in v),
+                "two numbers in [0, 1)",
+            ),
+        ),
+        ("train.ema_decay", tr.ema_decay, unit),
+        ("train.grad_clip", tr.grad_clip, non_negative),
+        (
+            "train.backbone_lr_mult",
+            tr.backbone_lr_mult,
+            (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+        ),
+        ("train.min_lr_ratio", tr.min_lr_ratio, unit),
+        (
+            "train.lr_steps",
+            tr.lr_steps,
+            (lambda v: all(unit[0](f) for f in v), "fractions in [0, 1]"),
+        ),
+        ("train.lr_step_factor", tr.lr_step_factor, (lambda v: _finite(v) and v > 0, "> 0")),
+        ("data.num_workers", d.num_workers, (lambda v: v >= 0, ">= 0")),
+        ("data.synthetic_train", d.synthetic_train, positive_int),
+        ("data.synthetic_val", d.synthetic_val, positive_int),
+        (
+            "data.synthetic_min_size",
+            d.synthetic_min_size,
+            (lambda v: 1 <= v <= d.synthetic_max_size, "in [1, data.synthetic_max_size]"),
+        ),
+        ("targets.gaussian_iou", t.gaussian_iou, (lambda v: _finite(v) and 0 < v < 1, "in (0, 1)")),
+        ("targets.max_stuff_centers", t.max_stuff_centers, positive_int),
+        ("targets.stuff_dilation", t.stuff_dilation, positive_int),
+        ("targets.min_stuff_area", t.min_stuff_area, (lambda v: v >= 0, ">= 0")),
+        ("postprocess.object_threshold", post.object_threshold, (_finite, "finite")),
+        ("postprocess.overlap_threshold", post.overlap_threshold, (_finite, "finite")),
+        ("postprocess.mask_threshold", post.mask_threshold, (_finite, "finite")),
+        ("postprocess.min_area", post.min_area, (lambda v: v >= 0, ">= 0")),
+        *(
+            (f"loss.{name}", getattr(loss, name), non_negative)
+            for name in ("center_weight", "bce_weight", "dice_weight", "maskid_weight")
+        ),
+    ]
+    return [(key, value, check, expected) for key, value, (check, expected) in rows]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,6 +509,11 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
         (item,) = typing.get_args(hint)
         return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string: accept it
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -43,3 +43,16 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """``Path(path).write_text(text)``, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (ours counts); used to tell stale lock/temp files."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

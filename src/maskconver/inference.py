@@ -25,6 +25,7 @@ from maskconver.postprocess.panoptic import Proposals
 
 ImageInput = np.ndarray | Image.Image | str | Path
 RGB_CHANNELS = 3
+UINT8_MAX = 255
 PostProcessor = Callable[..., list[PanopticPrediction]]
 
 
@@ -46,22 +47,77 @@ class InferenceModel(Protocol):
         ...
 
 
+class _RawOutputs(nn.Module):
+    """The tensors the merge reads, as a plain tuple (what tracing and freezing need)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        out = self.module(images)
+        extra = () if out.semantic_logits is None else (out.semantic_logits,)
+        return (out.mask_logits, out.scores, out.classes, out.center_indices, *extra)
+
+
 class TorchModel:
     """``InferenceModel`` over a PyTorch module (eval mode, ``torch.inference_mode``).
 
     Args:
         module: e.g. a ``MaskConver``; put in eval mode here.
         device: where the forward runs; images are moved there, outputs stay there.
+        optimize: trace and freeze the network per input shape (``torch.jit.freeze`` folds
+            batch norm into the convs) and run it channels_last; the same outputs up to float
+            rounding.
+        compile: ``torch.compile`` the module (needs a C++ compiler; the first call per input
+            size takes tens of seconds).
     """
 
-    def __init__(self, module: nn.Module, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        device: str | torch.device = "cpu",
+        *,
+        optimize: bool = False,
+        compile: bool = False,
+    ) -> None:
         self.device = torch.device(device)
         self.module = module.eval().to(self.device)
+        self.optimize = optimize
+        self._frozen: dict[tuple[int, ...], Any] = {}
+        self._compiled: Any = torch.compile(self.module) if compile else None
+
+    def _optimized(self, images: Tensor) -> Proposals:
+        from maskconver.outputs import MaskConverOutput
+
+        key = tuple(images.shape)
+        if key not in self._frozen:
+            import warnings
+
+            raw: Any = _RawOutputs(self.module).eval()
+            raw = raw.to(memory_format=torch.channels_last)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                traced = torch.jit.trace(raw, (images,), check_trace=False)
+                self._frozen[key] = torch.jit.freeze(traced)
+        outs = self._frozen[key](images)
+        return MaskConverOutput(
+            (),
+            outs[0],
+            outs[1],
+            outs[2],
+            outs[3],
+            semantic_logits=outs[4] if len(outs) > 4 else None,
+        )
 
     def __call__(self, images: Tensor) -> Proposals:
         """Forward a ``[B, 3, H, W]`` batch; returns the module's output."""
+        images = images.to(self.device)
         with torch.inference_mode():
-            out: Proposals = self.module(images.to(self.device))
+            if self.optimize:
+                return self._optimized(images.contiguous(memory_format=torch.channels_last))
+            module = self._compiled if self._compiled is not None else self.module
+            out: Proposals = module(images)
         return out
 
 
@@ -89,7 +145,8 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     Args:
         image: a file path, a PIL image (any mode), or an array ``[H, W]`` (grayscale),
             ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA, alpha composited on black).
-            Arrays must be uint8, or float/int with values in 0..255.
+            Arrays must be uint8, integers in 0..255, or floats: floats in 0..1 (skimage's and
+            ``ToTensor``'s convention) are scaled by 255, larger floats must lie in 0..255.
 
     Raises:
         ValueError: the array has an unsupported shape or value range (message gives both).
@@ -110,11 +167,13 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     if array.dtype != np.uint8:
         if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
             raise ValueError(f"image array must be numeric, got dtype {array.dtype}")
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > UINT8_MAX:
             raise ValueError(
-                f"non-uint8 image arrays must hold values in 0..255; got {array.dtype} "
-                f"in [{array.min()}, {array.max()}]"
+                f"non-uint8 image arrays must hold values in 0..1 (float) or 0..255; got "
+                f"{array.dtype} in [{array.min()}, {array.max()}]"
             )
+        if np.issubdtype(array.dtype, np.floating) and array.max() <= 1.0:
+            array = array * UINT8_MAX  # a float image in 0..1
         array = np.rint(array).astype(np.uint8)
     if array.shape[2] == 1:
         array = np.repeat(array, RGB_CHANNELS, axis=2)

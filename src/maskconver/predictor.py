@@ -75,7 +75,12 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, *, device: str | torch.device = "cpu", use_ema: bool = True
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        use_ema: bool = True,
+        optimize: bool = False,
     ) -> Predictor:
         """Load a checkpoint folder written by training (``.../checkpoints/step_N`` or ``best``).
 
@@ -83,13 +88,15 @@ class Predictor:
             path: the checkpoint folder (or a run folder; see ``engine.checkpoint.load_model``).
             device: where inference runs (``"cpu"``, ``"cuda"``).
             use_ema: use the EMA weights when the checkpoint has them.
+            optimize: run the network traced and frozen (batch norm folded), channels_last.
         """
         from maskconver.build import build_eval_transforms, build_postprocessor
         from maskconver.engine.checkpoint import load_model
+        from maskconver.inference import TorchModel
 
         model, cfg, categories, num_classes = load_model(path, use_ema=use_ema, device=str(device))
         return cls(
-            model,
+            TorchModel(model, device, optimize=optimize),
             cfg=cfg,
             categories=categories,
             postprocessor=build_postprocessor(cfg, categories, num_classes),

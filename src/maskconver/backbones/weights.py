@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from maskconver.errors import MaskconverError
+
 STRIPPED_PREFIXES = ("module.", "backbone.")
 SKIPPED_PREFIXES = ("fc.", "classifier.")
 NESTED_PREFIXES = ("resnet.",)  # where a wrapped trunk lives inside a composite backbone
@@ -34,6 +36,8 @@ IGNORED_SUFFIX = "num_batches_tracked"
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 MAX_LISTED = 10  # names shown per category in ``summary()``
+# a file must fill at least this share of the backbone's tensors (else it is refused)
+MIN_LOADED_FRACTION = 0.5
 
 
 @dataclass
@@ -113,12 +117,17 @@ def _strip_prefixes(key: str) -> str:
     return key
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> LoadReport:
+def load_backbone_weights(
+    backbone: nn.Module, path: str | Path, *, min_fraction: float = MIN_LOADED_FRACTION
+) -> LoadReport:
     """Copy matching tensors from ``path`` into ``backbone`` in place.
 
     Args:
         backbone: any backbone module (names as documented in the module docstring).
         path: ``.safetensors`` / ``.pth`` / ``.pt`` file.
+        min_fraction: refuse the file (``WeightsError``) when fewer than this share of the
+            backbone's tensors found a match: a file for another architecture, or keys this
+            loader cannot map, must not start a run from random weights unnoticed.
 
     Returns:
         A ``LoadReport``; call ``summary()`` for a log line.
@@ -149,4 +158,15 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> LoadReport:
     report.missing = [
         name for name in target if name not in to_load and not name.endswith(IGNORED_SUFFIX)
     ]
+    wanted = len(report.loaded) + len(report.missing)
+    if wanted and len(report.loaded) < min_fraction * wanted:
+        raise WeightsError(
+            f"backbone weights {path} fit only {len(report.loaded)} of the backbone's {wanted} "
+            f"tensors ({type(backbone).__name__}); is it a file for another architecture? "
+            + report.summary()
+        )
     return report
+
+
+class WeightsError(MaskconverError, ValueError):
+    """A weight file does not fit the backbone (the message says how much matched)."""

@@ -241,6 +241,7 @@ def build_postprocessor(
         mask_threshold=p.mask_threshold,
         hard_sigmoid=cfg.model.hard_sigmoid,
         stuff_from_semantic=cfg.model.stuff_mode == "region",
+        max_canvas_pixels=p.max_canvas_pixels,
     )
 
 

@@ -41,6 +41,11 @@ def add_model_source(parser: argparse.ArgumentParser, *, required: bool = True) 
         default=None,
         help="CPU threads of torch or of the onnxruntime session (default: the library's)",
     )
+    parser.add_argument(
+        "--optimize",
+        action="store_true",
+        help="torch: trace and freeze the network (batch norm folded), channels_last",
+    )
 
 
 def check_model_source(args: argparse.Namespace) -> str | None:

@@ -1,27 +1,43 @@
 """``maskconver predict``: panoptic predictions for image files or folders.
 
 Writes into ``--output``: ``<stem>.png`` (COCO panoptic id map), one ``predictions.json`` (COCO
-panoptic ``annotations`` + ``images`` + ``categories``; image id = file stem, made unique with a
-``_<n>`` suffix when two inputs share a stem) and ``<stem>_overlay.jpg`` unless ``--no-overlay``.
-Unreadable images are reported and skipped; the exit code is 0 when at least one image succeeded.
+panoptic ``images`` + ``annotations`` with every segment's ``score`` + ``categories``) and
+``<stem>_overlay.jpg`` unless ``--no-overlay``. The stem is the image's file stem, made unique
+with ``_2``, ``_3``... when two inputs share one; image ids are the stems, or the numeric ids of
+a COCO image list given with ``--image-info`` (so the predictions score against that ground
+truth). Unreadable images (also those over Pillow's decompression-bomb limit) are reported and
+skipped; the exit code is 0 when at least one image succeeded.
+
+Safe output: ``predictions.json`` lists exactly the files this run wrote and is written
+atomically at the end; an output folder that already holds a run is refused unless
+``--overwrite`` (which first removes the files that run listed); a file the run would write over
+that is not its own (an input image, anything else) is always refused; a second ``predict`` into
+the same folder at the same time fails at once (a lock file).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from maskconver.commands.common import add_model_source, check_model_source
+from maskconver.files import process_alive
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_BATCH_SIZE = 8
+PREDICTIONS_JSON = "predictions.json"
+LOCK_FILE = ".maskconver-predict.lock"
+
+
+class PredictError(Exception):
+    """A refused ``predict`` (the message says why and what to do)."""
 
 
 def register(subparsers: Any) -> None:
@@ -45,6 +61,29 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-overlay", action="store_true", help="skip the <stem>_overlay.jpg pictures")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA ones")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="keep proposals scoring above this (default: postprocess.object_threshold)",
+    )
+    p.add_argument(
+        "--overlap-threshold",
+        type=float,
+        default=None,
+        help="the merge's overlap threshold (default: the model's postprocess.overlap_threshold)",
+    )
+    p.add_argument(
+        "--image-info",
+        type=Path,
+        default=None,
+        help="a COCO JSON whose 'images' give numeric ids by file_name (e.g. the ground truth)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier predict run in --output (only the files it listed are removed)",
+    )
     p.set_defaults(func=run)
 
 
@@ -90,32 +129,119 @@ def unique_stems(paths: list[Path]) -> list[str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    """Predict every input image; returns 0 if any succeeded."""
-    from maskconver.data.image_io import ImageReadError, load_image, save_image
-    from maskconver.data.writer import CocoPanopticWriter
-    from maskconver.predictor import Predictor
-    from maskconver.visualize import overlay
-
-    if args.batch_size < 1:
-        print(
-            f"maskconver predict: error: --batch-size must be >= 1, got {args.batch_size}",
-            file=sys.stderr,
+def image_ids(paths: list[Path], stems: list[str], info: Path | None) -> list[int | str]:
+    """Ids by file name from a COCO ``images`` list, else the stems."""
+    if info is None:
+        return list(stems)
+    try:
+        data = json.loads(info.read_text(encoding="utf-8"))
+        by_name = {str(im["file_name"]): im["id"] for im in data["images"]}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise PredictError(
+            f"--image-info {info}: not a COCO JSON with an 'images' list: {e}"
+        ) from e
+    missing = [p.name for p in paths if p.name not in by_name]
+    if missing:
+        raise PredictError(
+            f"--image-info {info} has no image named {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
-        return EXIT_USAGE
-    problem = check_model_source(args)
-    source = args.checkpoint or args.model
-    if problem is None and not Path(source).exists():
-        problem = f"{'checkpoint' if args.checkpoint else 'model'} not found: {source}"
-    if problem:
-        print(f"maskconver predict: error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    paths, problems = collect_images(list(args.input))
-    for message in problems:
-        print(f"warning: {message}", file=sys.stderr)
-    if not paths:
-        print("maskconver predict: error: no input images", file=sys.stderr)
-        return EXIT_USAGE
+    return [by_name[p.name] for p in paths]
+
+
+def planned_outputs(output: Path, stems: list[str], overlay: bool) -> dict[str, list[Path]]:
+    """The files each stem will write."""
+    return {
+        stem: [output / f"{stem}.png", *([output / f"{stem}_overlay.jpg"] if overlay else [])]
+        for stem in stems
+    }
+
+
+def previous_run_files(output: Path) -> set[Path]:
+    """Files an earlier run listed in ``predictions.json`` (PNGs and their overlays)."""
+    path = output / PREDICTIONS_JSON
+    if not path.is_file():
+        return set()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        names = [str(a["file_name"]) for a in data.get("annotations", [])]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return set()
+    files = set()
+    for name in names:
+        files.add(output / name)
+        files.add(output / f"{Path(name).stem}_overlay.jpg")
+    return {f for f in files if f.parent == output}
+
+
+def check_output(
+    output: Path, inputs: list[Path], planned: dict[str, list[Path]], overwrite: bool
+) -> set[Path]:
+    """Refuse outputs that would destroy anything; returns the earlier run's files to remove."""
+    earlier = previous_run_files(output)
+    if (output / PREDICTIONS_JSON).exists() and not overwrite:
+        raise PredictError(
+            f"{output} already holds predictions ({PREDICTIONS_JSON}); pass --overwrite to "
+            "replace that run or choose another --output"
+        )
+    resolved_inputs = {p.resolve() for p in inputs}
+    for files in planned.values():
+        for target in files:
+            if target.resolve() in resolved_inputs:
+                raise PredictError(
+                    f"{target} is an input image and would be overwritten; choose another --output"
+                )
+            if target.exists() and target not in earlier:
+                raise PredictError(
+                    f"{target} exists and is not from an earlier predict run; refusing to "
+                    "overwrite it (choose another --output)"
+                )
+    return earlier if overwrite else set()
+
+
+class OutputLock:
+    """``<output>/.maskconver-predict.lock`` (O_EXCL): one ``predict`` per folder at a time."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = output / LOCK_FILE
+
+    def __enter__(self) -> OutputLock:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and process_alive(owner):
+                    raise PredictError(
+                        f"another maskconver predict (pid {owner}) is writing into "
+                        f"{self.path.parent}; wait for it or choose another --output"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # a stale lock of a dead process
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise PredictError(f"cannot lock {self.path.parent} (remove {self.path})")
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _fail(message: str) -> int:
+    print(f"maskconver predict: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def load_predictor(args: argparse.Namespace) -> Any:
+    """The ``Predictor`` of ``--checkpoint`` (torch) or ``--model`` (onnxruntime)."""
+    from maskconver.predictor import Predictor
+
     if args.model:
         predictor = Predictor.from_onnx(args.model, threads=args.threads)
     else:
@@ -124,42 +250,101 @@ def run(args: argparse.Namespace) -> int:
 
             torch.set_num_threads(args.threads)
         predictor = Predictor.from_checkpoint(
-            args.checkpoint, device=args.device, use_ema=not args.no_ema
+            args.checkpoint, device=args.device, use_ema=not args.no_ema, optimize=args.optimize
         )
+    post: Any = predictor.postprocessor
+    if args.score_threshold is not None:
+        post.object_threshold = args.score_threshold
+    if args.overlap_threshold is not None:
+        post.overlap_threshold = args.overlap_threshold
+    return predictor
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every input image; returns 0 if any succeeded."""
+    if args.batch_size < 1:
+        return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+    problem = check_model_source(args)
+    source = args.checkpoint or args.model
+    if problem is None and not Path(source).exists():
+        problem = f"{'checkpoint' if args.checkpoint else 'model'} not found: {source}"
+    if problem:
+        return _fail(problem)
+    paths, problems = collect_images(list(args.input))
+    for message in problems:
+        print(f"warning: {message}", file=sys.stderr)
+    if not paths:
+        return _fail("no input images")
     output: Path = args.output
-    output.mkdir(parents=True, exist_ok=True)
-    writer = CocoPanopticWriter(output / "predictions.json", output, predictor.categories)
+    if output.exists() and not output.is_dir():
+        return _fail(f"--output {output} is a file, not a folder")
     stems = unique_stems(paths)
-    failed: list[str] = []
-    done = 0
-    bar = tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True)
-    for start in range(0, len(paths), args.batch_size):
-        batch: list[tuple[Path, str, Any]] = []
-        for path, stem in zip(
-            paths[start : start + args.batch_size], stems[start : start + args.batch_size]
-        ):
-            try:
-                batch.append((path, stem, load_image(path)))
-            except ImageReadError as e:
-                failed.append(str(e))
-                tqdm.write(f"skipped: {e}", file=sys.stderr)
-                bar.update(1)
-        if not batch:
-            continue
-        predictions = predictor.predict_batch(
-            [image for _, _, image in batch], batch_size=len(batch)
-        )
-        for (path, stem, image), pred in zip(batch, predictions):
-            writer.add(stem, f"{stem}{path.suffix}", pred.panoptic, pred.segments)
-            if not args.no_overlay:
-                picture = overlay(image, pred.panoptic, pred.segments, predictor.categories)
-                save_image(output / f"{stem}_overlay.jpg", picture)
-            done += 1
-        bar.update(len(batch))
-    bar.close()
-    writer.close()
-    print(f"{done} image(s) predicted into {output} (predictions.json, <stem>.png", end="")
+    planned = planned_outputs(output, stems, overlay=not args.no_overlay)
+    try:
+        ids = image_ids(paths, stems, args.image_info)
+        stale = check_output(output, paths, planned, args.overwrite)
+        output.mkdir(parents=True, exist_ok=True)
+        with OutputLock(output):
+            stale = check_output(output, paths, planned, args.overwrite)  # re-check, locked
+            predictor = load_predictor(args)
+            for path in stale:
+                path.unlink(missing_ok=True)
+            (output / PREDICTIONS_JSON).unlink(missing_ok=True)
+            done, failed = _predict_all(predictor, paths, stems, ids, output, args)
+    except PredictError as e:
+        return _fail(str(e))
+    print(f"{done} image(s) predicted into {output} ({PREDICTIONS_JSON}, <stem>.png", end="")
     print(")" if args.no_overlay else ", <stem>_overlay.jpg)")
     if failed:
-        print(f"{len(failed)} image(s) could not be read and were skipped", file=sys.stderr)
+        print(f"{failed} image(s) could not be read and were skipped", file=sys.stderr)
     return EXIT_OK if done > 0 else EXIT_FAILED
+
+
+def _predict_all(
+    predictor: Any,
+    paths: list[Path],
+    stems: list[str],
+    ids: list[int | str],
+    output: Path,
+    args: argparse.Namespace,
+) -> tuple[int, int]:
+    """Predict in batches; the JSON (written last, atomically) lists exactly what was written."""
+    from tqdm import tqdm
+
+    from maskconver.data.image_io import ImageReadError, load_image, save_image
+    from maskconver.data.writer import CocoPanopticWriter
+    from maskconver.visualize import overlay
+
+    writer = CocoPanopticWriter(
+        output / PREDICTIONS_JSON, output, predictor.categories, scores=True
+    )
+    done = failed = 0
+    # disable=None: no bar when stderr is not a terminal (a log file gets no carriage returns)
+    bar = tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True, disable=None)
+    try:
+        for start in range(0, len(paths), args.batch_size):
+            chunk = slice(start, start + args.batch_size)
+            batch: list[tuple[Path, str, int | str, Any]] = []
+            for path, stem, image_id in zip(paths[chunk], stems[chunk], ids[chunk], strict=True):
+                try:
+                    batch.append((path, stem, image_id, load_image(path)))
+                except ImageReadError as e:
+                    failed += 1
+                    tqdm.write(f"skipped: {e}", file=sys.stderr)
+                    bar.update(1)
+            if not batch:
+                continue
+            predictions = predictor.predict_batch([b[3] for b in batch], batch_size=len(batch))
+            for (path, stem, image_id, image), pred in zip(batch, predictions, strict=True):
+                writer.add(
+                    image_id, path.name, pred.panoptic, pred.segments, png_name=f"{stem}.png"
+                )
+                if not args.no_overlay:
+                    picture = overlay(image, pred.panoptic, pred.segments, predictor.categories)
+                    save_image(output / f"{stem}_overlay.jpg", picture)
+                done += 1
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        writer.close()  # also after a failure: the JSON lists the images that were written
+    return done, failed

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from maskconver.data.coco_panoptic import DatasetError
     from maskconver.engine.checkpoint import CheckpointError
     from maskconver.engine.train import NonFiniteLossError, train
+    from maskconver.errors import one_line
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -71,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
             data_root=args.data_root,
             progress=not args.no_progress,
         )
-    except (ConfigError, FileExistsError) as e:
-        return _fail(str(e), EXIT_USAGE)
-    except (DatasetError, CheckpointError, NonFiniteLossError) as e:
-        return _fail(f"{type(e).__name__}: {e}", EXIT_FAILED)
+    except (ConfigError, FileExistsError, DatasetError, CheckpointError) as e:
+        return _fail(one_line(e), EXIT_USAGE)  # bad input: exit 2
+    except NonFiniteLossError as e:
+        return _fail(one_line(e), EXIT_FAILED)  # the run itself failed
     if os.environ.get("RANK", "0") == "0":  # torchrun sets RANK; print the summary once
         print(json.dumps(summary, indent=2, default=str))
     return EXIT_OK

@@ -25,12 +25,13 @@ from torch.utils.data import Dataset
 from maskconver.data.image_io import ImageReadError, load_image
 from maskconver.data.panoptic_png import read_panoptic_png
 from maskconver.data.types import VOID, CategorySet, PanopticSample, SegmentInfo
+from maskconver.errors import MaskconverError
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 MAX_IDS_IN_MESSAGE = 10
 
 
-class DatasetError(ValueError):
+class DatasetError(MaskconverError, ValueError):
     """A dataset file is missing or inconsistent (message names the file and the image id)."""
 
 
@@ -52,12 +53,28 @@ def _load_json(json_path: Path) -> dict[str, Any]:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise DatasetError(f"malformed JSON in {json_path}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{json_path} is not UTF-8 text (JSON must be UTF-8): {e}") from e
+    except OSError as e:
+        raise DatasetError(f"cannot read {json_path}: {e}") from e
     if not isinstance(data, dict):
         raise DatasetError(f"{json_path}: top level must be an object, got {type(data).__name__}")
     for key in REQUIRED_KEYS:
         if not isinstance(data.get(key), list):
             raise DatasetError(f"{json_path}: missing or non-list key {key!r}")
     return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_id(value: Any, where: str) -> None:
+    """Image ids are integers or strings (COCO uses integers)."""
+    if not (_is_int(value) or isinstance(value, str)):
+        raise DatasetError(
+            f"{where} must be an integer or a string, got {value!r} ({type(value).__name__})"
+        )
 
 
 def _short(ids: Sequence[object]) -> str:
@@ -111,6 +128,12 @@ class CocoPanopticDataset(Dataset[PanopticSample]):
                 raise DatasetError(f"{name} not found: {folder} (annotations {self.json_path})")
 
         data = _load_json(self.json_path)
+        for k, cat in enumerate(data["categories"]):
+            if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+                raise DatasetError(
+                    f"{self.json_path}: categories[{k}] needs an integer 'id', got "
+                    f"{cat.get('id') if isinstance(cat, dict) else cat!r}"
+                )
         try:
             self.categories = CategorySet.from_json(data["categories"], label_space)
         except (KeyError, TypeError, ValueError) as e:
@@ -129,6 +152,12 @@ class CocoPanopticDataset(Dataset[PanopticSample]):
         for k, img in enumerate(images):
             if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
                 raise DatasetError(f"{self.json_path}: images[{k}] needs 'id' and 'file_name'")
+            _check_id(img["id"], f"{self.json_path}: images[{k}] 'id'")
+            if not isinstance(img["file_name"], str) or not img["file_name"]:
+                raise DatasetError(
+                    f"{self.json_path}: images[{k}] (id {img['id']}) 'file_name' must be a "
+                    f"non-empty string, got {img['file_name']!r}"
+                )
             if img["id"] in out:
                 raise DatasetError(f"{self.json_path}: duplicate image id {img['id']}")
             out[img["id"]] = img
@@ -141,17 +170,28 @@ class CocoPanopticDataset(Dataset[PanopticSample]):
             if not isinstance(ann, dict) or "image_id" not in ann:
                 raise DatasetError(f"{where} has no 'image_id'")
             image_id = ann["image_id"]
+            _check_id(image_id, f"{where} 'image_id'")
             where = f"{where} (image id {image_id})"
             if image_id not in self._images:
                 raise DatasetError(f"{where}: image id not listed in 'images'")
             if image_id in out:
                 raise DatasetError(f"{where}: second annotation for the same image")
-            if "file_name" not in ann or not isinstance(ann.get("segments_info"), list):
-                raise DatasetError(f"{where}: needs 'file_name' and a 'segments_info' list")
+            if not isinstance(ann.get("file_name"), str) or not isinstance(
+                ann.get("segments_info"), list
+            ):
+                raise DatasetError(
+                    f"{where}: needs a 'file_name' string and a 'segments_info' list"
+                )
             seen: set[int] = set()
             for seg in ann["segments_info"]:
                 if not isinstance(seg, dict) or "id" not in seg or "category_id" not in seg:
                     raise DatasetError(f"{where}: segments need 'id' and 'category_id'")
+                for key in ("id", "category_id"):
+                    if not _is_int(seg[key]):
+                        raise DatasetError(
+                            f"{where}: segment {key} must be an integer, got {seg[key]!r} "
+                            f"({type(seg[key]).__name__})"
+                        )
                 if seg["category_id"] not in self.categories.by_id:
                     raise DatasetError(
                         f"{where}: segment {seg['id']} has unknown category id {seg['category_id']}"
@@ -164,6 +204,34 @@ class CocoPanopticDataset(Dataset[PanopticSample]):
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def check_files(self, headers: bool = True) -> list[str]:
+        """Problems found without decoding: missing images or PNGs, unreadable image headers.
+
+        Args:
+            headers: also open every image's header (catches non-images and corrupt headers,
+                not truncated pixel data).
+
+        Returns:
+            One message per bad sample (file and image id), in dataset order.
+        """
+        from PIL import Image
+
+        problems = []
+        for image_id in self.image_ids:
+            image_path = self.image_dir / self._images[image_id]["file_name"]
+            png_path = self.png_dir / self._annotations[image_id]["file_name"]
+            if not image_path.is_file():
+                problems.append(f"image id {image_id}: image file not found: {image_path}")
+            elif not png_path.is_file():
+                problems.append(f"image id {image_id}: panoptic PNG not found: {png_path}")
+            elif headers:
+                try:
+                    with Image.open(image_path) as im:
+                        im.size  # noqa: B018 - parsing the header is the check
+                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+                    problems.append(f"image id {image_id}: cannot read image {image_path}: {e}")
+        return problems
 
     def image_info(self, index: int) -> dict[str, Any]:
         """The JSON ``images`` entry of sample ``index`` (id, file_name, height, width)."""

@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from maskconver.errors import MaskconverError
+
 UINT8_MAX = 255
 UINT16_MAX = 65535
 # "I" images are 32-bit signed, but in practice hold 16-bit data (PIL opens most 16-bit PNGs so)
 INT32_IMAGE_ASSUMED_MAX = UINT16_MAX
 
 
-class ImageReadError(ValueError):
+class ImageReadError(MaskconverError, ValueError):
     """An image file is missing, unreadable or has an unsupported mode (message names the file)."""
 
 
@@ -81,6 +83,13 @@ def load_image(path: str | Path) -> np.ndarray:
             return pil_to_rgb_array(oriented if oriented is not None else opened)
     except UnidentifiedImageError as e:
         raise ImageReadError(f"not a readable image file: {path} ({e})") from e
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(
+            f"image {path} is over Pillow's decompression-bomb limit ({e}); if you trust it, "
+            "raise PIL.Image.MAX_IMAGE_PIXELS"
+        ) from e
+    except MemoryError as e:
+        raise ImageReadError(f"image {path} does not fit in memory") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"cannot read image {path}: {e}") from e
 

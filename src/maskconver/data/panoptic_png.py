@@ -106,7 +106,9 @@ def decode_png_rgb(path: str | Path) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"panoptic PNG {path} is over Pillow's decompression-bomb limit") from e
+    except (OSError, SyntaxError, ValueError, MemoryError, EOFError) as e:
         raise ValueError(f"cannot read panoptic PNG {path}: {e}") from e
 
 

@@ -367,6 +367,10 @@ def write_synthetic_dataset(
         )
         samples = (dataset[i] for i in range(count))
         bar = tqdm(
-            samples, total=count, desc=f"synthetic {split}", disable=not progress, leave=False
+            samples,
+            total=count,
+            desc=f"synthetic {split}",
+            disable=None if progress else True,
+            leave=False,
         )
         write_coco_panoptic(bar, out, split, dataset.categories, image_format=image_format)

@@ -7,8 +7,6 @@ Used for ground truth (``write_coco_panoptic``, the synthetic dataset) and for p
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -34,16 +32,11 @@ def segment_bbox(mask: np.ndarray) -> list[int]:
 
 
 def atomic_write_json(path: Path, payload: object) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON to ``path`` through a temporary sibling and ``os.replace`` (normal mode)."""
+    from maskconver.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f)
 
 
 class CocoPanopticWriter:
@@ -54,14 +47,23 @@ class CocoPanopticWriter:
     ``categories``). As a context manager the JSON is written on a clean exit only.
     """
 
-    def __init__(self, out_json: str | Path, png_dir: str | Path, categories: CategorySet) -> None:
+    def __init__(
+        self,
+        out_json: str | Path,
+        png_dir: str | Path,
+        categories: CategorySet,
+        *,
+        scores: bool = False,
+    ) -> None:
         """Open a writer (nothing is written before ``add``).
 
         Args:
             out_json: the JSON file to write on ``close``.
             png_dir: folder for the PNGs (created).
             categories: written as the ``categories`` list.
+            scores: write each segment's ``score`` (predictions; ground truth has none).
         """
+        self.scores = scores
         self.out_json = Path(out_json)
         self.png_dir = Path(png_dir)
         self.categories = categories
@@ -78,10 +80,14 @@ class CocoPanopticWriter:
         file_name: str,
         panoptic: np.ndarray,
         segments: list[SegmentInfo],
+        *,
+        png_name: str | None = None,
     ) -> None:
         """Write one ``[H, W]`` id map and record its annotation.
 
-        Padding (-1) is written as void. Areas and boxes are counted from the map.
+        Padding (-1) is written as void. Areas and boxes are counted from the map; a segment's
+        ``score`` (predictions) is written too. ``png_name`` (default: ``file_name``'s stem
+        + ``.png``) names the PNG, while ``file_name`` stays the image's own name.
 
         Raises:
             ValueError: repeated image id / PNG name, a segment id absent from the map, a map id
@@ -91,7 +97,7 @@ class CocoPanopticWriter:
             raise ValueError(f"writer for {self.out_json} is closed")
         if panoptic.ndim != 2:
             raise ValueError(f"image id {image_id}: panoptic must be [H, W], got {panoptic.shape}")
-        png_name = Path(file_name).stem + ".png"
+        png_name = png_name or Path(file_name).stem + ".png"
         if image_id in self._image_ids:
             raise ValueError(f"image id {image_id} added twice to {self.out_json}")
         if png_name in self._png_names:
@@ -119,6 +125,8 @@ class CocoPanopticWriter:
                     "bbox": segment_bbox(panoptic == seg.id),
                 }
             )
+            if self.scores:
+                infos[-1]["score"] = float(seg.score)
         write_panoptic_png(self.png_dir / png_name, panoptic)
         height, width = panoptic.shape
         self._image_ids.add(image_id)

@@ -101,7 +101,7 @@ def calibrate(cfg: Any, thread_counts: list[int], *, steps: int = CALIBRATION_ST
     for threads in thread_counts:
         torch.set_num_threads(threads)
         timed = 0.0
-        for k, (images, targets) in enumerate(batches):
+        for k, (images, targets, _) in enumerate(batches):
             start = time.perf_counter()
             trainable(images, targets)["loss"].backward()
             optimizer.step()

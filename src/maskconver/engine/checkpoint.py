@@ -24,10 +24,11 @@ Formats: 1 (maskconver 0.1.0) stored ``hard_sigmoid`` under ``postprocess``; for
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import os
 import random
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,20 +51,27 @@ from maskconver.config import (
 )
 from maskconver.data.types import CategorySet
 from maskconver.engine.ema import ModelEma
+from maskconver.engine.retention import (
+    BEST_DIR,
+    CHECKPOINT_DIR,
+    META_FILE,
+    exchange,
+    latest_checkpoint,
+    list_checkpoints,
+    metric_value,
+    prune_checkpoints,
+)
+from maskconver.errors import MaskconverError
 
-CHECKPOINT_DIR = "checkpoints"
-BEST_DIR = "best"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 CRITERION_FILE = "criterion.safetensors"
 CONFIG_FILE = "config.yaml"
-META_FILE = "meta.json"
 TRAINER_FILE = "trainer.pt"
 FORMAT_VERSION = 2
-_STEP_RE = re.compile(r"^step_(\d+)$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MaskconverError, RuntimeError):
     """A checkpoint is missing, incomplete or corrupt (the message names the file)."""
 
 
@@ -131,6 +139,49 @@ def save_checkpoint(
     tmp = directory / f"{final.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    try:
+        _write_files(
+            tmp,
+            model=model,
+            ema=ema,
+            optimizer=optimizer,
+            step=step,
+            config=config,
+            categories=categories,
+            num_classes=num_classes,
+            metrics=metrics,
+            trainer_extra=trainer_extra,
+            criterion=criterion,
+        )
+    except (OSError, RuntimeError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC or "pos" in str(e)
+        hint = " (the disk looks full)" if full else ""
+        raise CheckpointError(f"cannot write checkpoint {final}{hint}: {e}") from e
+    if final.exists() and exchange(tmp, final):  # re-saving a step: swap, never missing
+        shutil.rmtree(tmp)
+        return final
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def _write_files(
+    tmp: Path,
+    *,
+    model: nn.Module,
+    ema: nn.Module | ModelEma | None,
+    optimizer: torch.optim.Optimizer | None,
+    step: int,
+    config: Config,
+    categories: CategorySet,
+    num_classes: int,
+    metrics: dict[str, Any] | None,
+    trainer_extra: dict[str, Any] | None,
+    criterion: nn.Module | None,
+) -> None:
+    """Every file of a checkpoint, into the (new) folder ``tmp``."""
     tmp.mkdir()
     save_file(_tensor_state(model.state_dict()), str(tmp / MODEL_FILE))
     if ema is not None:
@@ -155,10 +206,16 @@ def save_checkpoint(
         trainer["optimizer"] = optimizer.state_dict()
     trainer.update(trainer_extra or {})
     torch.save(trainer, tmp / TRAINER_FILE)
-    if final.exists():  # re-saving the same step (e.g. after a resume): replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+
+
+def update_metrics(checkpoint: str | Path, metrics: dict[str, Any]) -> None:
+    """Store evaluation metrics in a checkpoint's ``meta.json`` (rewritten atomically)."""
+    from maskconver.files import write_text_atomic
+
+    path = Path(checkpoint) / META_FILE
+    meta = json.loads(path.read_text())
+    meta["metrics"] = metrics
+    write_text_atomic(path, json.dumps(meta, indent=2))
 
 
 def rng_state() -> dict[str, Any]:
@@ -286,7 +343,13 @@ def load_model(
     from maskconver.build import build_model
 
     loaded = load_checkpoint(path)
-    model = build_model(loaded.config.model, loaded.num_classes)
+    # self-contained: the checkpoint holds every weight, so a backbone weight file the run
+    # started from is never read again (it may be gone or elsewhere)
+    model_cfg = loaded.config.model
+    model_cfg = dataclasses.replace(
+        model_cfg, backbone=dataclasses.replace(model_cfg.backbone, weights=None)
+    )
+    model = build_model(model_cfg, loaded.num_classes)
     state = loaded.ema_state if use_ema and loaded.ema_state is not None else loaded.model_state
     try:
         model.load_state_dict(state)
@@ -296,91 +359,21 @@ def load_model(
     return model, loaded.config, loaded.categories, loaded.num_classes
 
 
-def _checkpoint_root(output_dir: Path) -> Path:
-    return output_dir if output_dir.name == CHECKPOINT_DIR else output_dir / CHECKPOINT_DIR
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete ``step_*`` checkpoints of a run, oldest first (``.tmp-*`` leftovers ignored)."""
-    root = _checkpoint_root(Path(output_dir))
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / META_FILE).is_file():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run directory, or None."""
-    found = list_checkpoints(output_dir)
-    return found[-1] if found else None
-
-
-def metric_value(metrics: dict[str, Any], key: str) -> float | None:
-    """``metrics[key]``, else ``metrics["all"][key]`` or ``metrics["all/" + key]``, else None."""
-    candidates: list[Any] = [metrics.get(key), metrics.get(f"all/{key}")]
-    if isinstance(metrics.get("all"), dict):
-        candidates.append(metrics["all"].get(key))
-    for value in candidates:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
-def _read_metric(ckpt: Path, key: str) -> float | None:
-    try:
-        meta = json.loads((ckpt / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return metric_value(meta.get("metrics") or {}, key)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` so ``dst`` is always either the old or the new complete copy."""
-    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
-    old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
-    for p in (tmp, old):
-        if p.exists():
-            shutil.rmtree(p)
-    shutil.copytree(src, tmp)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def prune_checkpoints(
-    output_dir: str | Path, keep_last: int, keep_best_by: str = "pq"
-) -> Path | None:
-    """Keep the ``keep_last`` newest checkpoints and a copy of the best one in ``best/``.
-
-    The best checkpoint is the one with the highest ``keep_best_by`` metric among the existing
-    ``best/`` and every current checkpoint; checkpoints without that metric never become best.
-
-    Args:
-        output_dir: run directory (or its ``checkpoints`` folder).
-        keep_last: how many newest ``step_*`` directories to keep; ``<= 0`` keeps all.
-        keep_best_by: metric name (looked up as ``key``, ``all/key`` or ``all[key]``).
-
-    Returns:
-        the ``best/`` directory, or None when no checkpoint has the metric.
-    """
-    root = _checkpoint_root(Path(output_dir))
-    checkpoints = list_checkpoints(root)
-    best_dir = root / BEST_DIR
-    best_value = _read_metric(best_dir, keep_best_by) if best_dir.is_dir() else None
-    best_src = None
-    for ckpt in checkpoints:
-        value = _read_metric(ckpt, keep_best_by)
-        if value is not None and (best_value is None or value > best_value):
-            best_value, best_src = value, ckpt
-    if best_src is not None:
-        _replace_dir(best_src, best_dir)
-    if keep_last > 0:
-        for ckpt in checkpoints[:-keep_last]:
-            shutil.rmtree(ckpt)
-    return best_dir if best_dir.is_dir() else None
+__all__ = [
+    "BEST_DIR",
+    "CHECKPOINT_DIR",
+    "CONFIG_FILE",
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "META_FILE",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_model",
+    "metric_value",
+    "prune_checkpoints",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "update_metrics",
+]

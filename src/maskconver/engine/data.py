@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from maskconver.config import Config, ConfigError
@@ -55,3 +56,35 @@ def check_same_categories(train: CategorySet, val: CategorySet) -> None:
             f"train and val splits have different categories: train ids {train_ids}, "
             f"val ids {val_ids}"
         )
+
+
+def check_split(
+    dataset: Any, split: str, *, skip_bad: bool, log: Callable[[str], None] = print
+) -> int:
+    """Check a split's files before step 1 (cheap: existence and image headers, no decoding).
+
+    A dataset without ``check_files`` (the synthetic scenes) passes.
+
+    Returns:
+        The number of bad samples (only with ``skip_bad``; they are skipped and counted).
+
+    Raises:
+        DatasetError: a bad sample and not ``skip_bad`` (names the file and image id).
+    """
+    check = getattr(dataset, "check_files", None)
+    if check is None:
+        return 0
+    problems: list[str] = check(headers=split != "train")  # headers of the val split only
+    if not problems:
+        return 0
+    if not skip_bad:
+        from maskconver.data.coco_panoptic import DatasetError
+
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DatasetError(
+            f"{split} split: {problems[0]}{more}; fix the files or set data.skip_bad_samples=true"
+        )
+    log(
+        f"warning: {split} split: {len(problems)} bad sample(s) will be skipped, e.g. {problems[0]}"
+    )
+    return len(problems)

@@ -58,6 +58,7 @@ def evaluate_model(
     progress: bool = True,
     save_dir: Path | None = None,
     transform: Any = None,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Panoptic quality of ``model`` on ``dataset``.
 
@@ -76,10 +77,11 @@ def evaluate_model(
             in COCO panoptic format with the GT image ids and file names.
         transform: the eval transform (default: the config's; a fixed-size exported model
             brings its own).
+        skip_bad: skip (and count) samples that cannot be read instead of stopping.
 
     Returns:
-        ``PanopticQuality.compute()``'s dict plus ``images`` (evaluated count over all ranks)
-        and ``seconds`` (wall time of this call).
+        ``PanopticQuality.compute()``'s dict plus ``images`` (evaluated count over all ranks),
+        ``skipped`` (unreadable samples skipped on this rank) and ``seconds`` (wall time).
     """
     from maskconver.build import build_eval_transforms, build_postprocessor
     from maskconver.evaluation.pq import PanopticQuality
@@ -103,13 +105,24 @@ def evaluate_model(
         total=len(indices),
         desc="evaluate",
         unit="img",
-        disable=not progress or rank != 0,
+        disable=True if not progress or rank != 0 else None,  # None: off when not a terminal
         leave=False,
         dynamic_ncols=True,
     )
+    skipped = 0
     try:
         for first in range(0, len(indices), batch_size):
-            originals = [dataset[i] for i in indices[first : first + batch_size]]
+            originals = []
+            for i in indices[first : first + batch_size]:
+                try:
+                    originals.append(dataset[i])
+                except _bad_sample_errors() as e:
+                    if not skip_bad:
+                        raise
+                    skipped += 1
+                    bar.write(f"skipped unreadable validation sample {i}: {e}")
+            if not originals:
+                continue
             inputs = [transform(_copy_sample(s)) for s in originals]
             predictions = predict_samples(runner, postprocessor, inputs)
             for sample, pred in zip(originals, predictions):
@@ -132,9 +145,58 @@ def evaluate_model(
     if world > 1:
         metric.load_state(_reduce_state(metric.state(), device))
     results = dict(metric.compute())
-    results["images"] = total
+    results["images"] = total - skipped
+    results["skipped"] = skipped
     results["seconds"] = time.perf_counter() - start_time
     return results
+
+
+def _bad_sample_errors() -> tuple[type[BaseException], ...]:
+    from maskconver.data.coco_panoptic import DatasetError
+
+    return (DatasetError, OSError)
+
+
+def run_evaluation(
+    model: nn.Module,
+    dataset: PanopticDataset,
+    *,
+    cfg: Config,
+    categories: CategorySet,
+    num_classes: int,
+    device: str | torch.device,
+    progress: bool,
+    step: int,
+    log: Any,
+) -> dict[str, Any]:
+    """The training loop's evaluation: logged metrics, or ``{"step", "error"}`` on failure.
+
+    Bad validation samples are skipped and counted with ``data.skip_bad_samples``; any other
+    failure is reported as one line and training goes on (the checkpoint is already written).
+    """
+    from maskconver.errors import MaskconverError, one_line
+
+    try:
+        metrics = evaluate_model(
+            model,
+            dataset,
+            cfg=cfg,
+            categories=categories,
+            num_classes=num_classes,
+            batch_size=cfg.eval.batch_size,
+            max_images=cfg.train.max_eval_images,
+            device=device,
+            progress=progress,
+            skip_bad=cfg.data.skip_bad_samples,
+        )
+    except (MaskconverError, OSError, ValueError, RuntimeError) as e:
+        log.message(
+            f"error: evaluation at step {step} failed, the checkpoint is kept: {one_line(e)}"
+        )
+        return {"step": step, "error": one_line(e)}
+    metrics["step"] = step
+    log.log(step, {k: v for k, v in metrics.items() if k != "per_class"}, kind="eval")
+    return metrics
 
 
 def _copy_sample(sample: PanopticSample) -> PanopticSample:
@@ -161,4 +223,6 @@ def _make_writer(save_dir: Path | None, categories: CategorySet) -> Any:
 
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    return CocoPanopticWriter(save_dir / "predictions.json", save_dir / "panoptic", categories)
+    return CocoPanopticWriter(
+        save_dir / "predictions.json", save_dir / "panoptic", categories, scores=True
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -96,8 +96,12 @@ class TrainSampleDataset:
     def __len__(self) -> int:
         return len(self.base)
 
-    def _load(self, index: int, rng: np.random.Generator) -> PanopticSample:
-        """``base[index]``, or with ``skip_bad`` the first readable replacement drawn from rng."""
+    def _load(self, index: int, rng: np.random.Generator, skipped: list[int]) -> PanopticSample:
+        """``base[index]``, or with ``skip_bad`` the first readable replacement drawn from rng.
+
+        Every skip is counted in ``skipped[0]`` (travels with the sample, so skips in loader
+        workers reach the training loop) and in ``num_skipped`` (this process only).
+        """
         errors = _bad_sample_errors()
         for _ in range(MAX_REPLACEMENTS + 1):
             try:
@@ -106,36 +110,54 @@ class TrainSampleDataset:
                 if not self.skip_bad:
                     raise
                 self.num_skipped += 1
+                skipped[0] += 1
                 if index not in self._reported:
                     self._reported.add(index)
                     logger.warning("skipping bad training sample %d: %s", index, e)
                 index = int(rng.integers(len(self.base)))
         raise RuntimeError(f"gave up after {MAX_REPLACEMENTS} unreadable samples in a row")
 
-    def __getitem__(self, key: SampleKey | int) -> tuple[torch.Tensor, Targets]:
-        """Image ``[3, H, W]`` float32 0..255 and its ``Targets``."""
+    def __getitem__(self, key: SampleKey | int) -> TrainItem:
+        """Image ``[3, H, W]`` float32 0..255, its ``Targets``, and the samples skipped for it."""
         epoch, index = (0, key) if isinstance(key, int) else key
         rng = np.random.default_rng([self.seed, epoch, index])
-        sample = self.transforms(self._load(index, rng), rng)
+        skipped = [0]
+        sample = self.transforms(self._load(index, rng, skipped), rng)
         if self.copy_paste is not None:
             other_index = int(rng.integers(len(self.base)))
-            other = self._load(other_index, rng)
+            other = self._load(other_index, rng, skipped)
             if getattr(self.copy_paste, "jitter", None) is None:
                 # a copy-paste without its own scale jitter expects a same-size partner
                 other = self.transforms(other, rng)
             sample = self.copy_paste(sample, other, rng)
-        return image_to_tensor(sample.image), self.target_generator(sample)
+        return TrainItem(image_to_tensor(sample.image), self.target_generator(sample), skipped[0])
 
 
-def collate_train(
-    batch: Sequence[tuple[torch.Tensor, Targets]],
-) -> tuple[torch.Tensor, TargetBatch]:
-    """Stack samples into images ``[B, 3, H, W]`` and a ``TargetBatch``."""
-    shapes = {tuple(image.shape) for image, _ in batch}
+class TrainItem(NamedTuple):
+    """One training sample: ``image [3, H, W]`` float32, its targets, samples skipped for it."""
+
+    image: torch.Tensor
+    targets: Targets
+    skipped: int = 0
+
+
+class TrainBatch(NamedTuple):
+    """A micro-batch: ``images [B, 3, H, W]``, stacked targets, unreadable samples skipped."""
+
+    images: torch.Tensor
+    targets: TargetBatch
+    skipped: int = 0
+
+
+def collate_train(batch: Sequence[TrainItem | tuple[torch.Tensor, Targets]]) -> TrainBatch:
+    """Stack samples into images ``[B, 3, H, W]`` and a ``TargetBatch``; sum the skips."""
+    items = [item if isinstance(item, TrainItem) else TrainItem(*item) for item in batch]
+    shapes = {tuple(item.image.shape) for item in items}
     if len(shapes) != 1:
         raise ValueError(f"training images in a batch must share a size, got {sorted(shapes)}")
-    images = torch.stack([image for image, _ in batch])
-    return images, TargetBatch.stack([targets for _, targets in batch])
+    images = torch.stack([item.image for item in items])
+    targets = TargetBatch.stack([item.targets for item in items])
+    return TrainBatch(images, targets, sum(item.skipped for item in items))
 
 
 class StepSampler:

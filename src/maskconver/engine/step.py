@@ -104,3 +104,18 @@ def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str,
     local = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     t = dist_utils.all_reduce_sum(local)
     return {k: float(v) / dist_utils.get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+def warm_up_bn_momentum(model: nn.Module, step: int, momentum: float) -> None:
+    """Batch-norm momentum ``max(momentum, 1 / (step + 1))`` at optimizer step ``step``.
+
+    For the first ``1 / momentum`` steps the running statistics are the plain average of every
+    batch so far (PyTorch's cumulative mode) instead of a 0.01-momentum average that still holds
+    mostly its initial values (mean 0, variance 1) after a few hundred steps; from then on the
+    configured momentum applies, so long schedules (the reference presets) train as before.
+    Frozen and non-batch norms are untouched.
+    """
+    value = max(momentum, 1.0 / (step + 1))
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+            module.momentum = value

@@ -38,30 +38,32 @@ from maskconver.build import (
     meta_architecture,
     resolve_num_classes,
 )
-from maskconver.config import Config, ConfigError, dump_config
+from maskconver.config import Config, ConfigError
 from maskconver.engine import distributed as dist_utils
 from maskconver.engine.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
-    latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    update_metrics,
 )
-from maskconver.engine.data import build_dataset, check_same_categories
+from maskconver.engine.data import build_dataset, check_same_categories, check_split
 from maskconver.engine.ema import ModelEma
+from maskconver.engine.evaluate import run_evaluation
 from maskconver.engine.loader import StepSampler, TrainSampleDataset, build_train_loader
 from maskconver.engine.logging import MetricLogger
 from maskconver.engine.optim import build_optimizer, lr_of, set_lr
 from maskconver.engine.plots import plot_training_curves
+from maskconver.engine.run_dir import prepare_run
 from maskconver.engine.step import (
     NonFiniteLossError,
     TrainingModule,
     check_finite,
     mean_over_ranks,
+    warm_up_bn_momentum,
 )
 
 __all__ = ["NonFiniteLossError", "seed_everything", "train"]
@@ -129,15 +131,9 @@ def train(
     info = dist_utils.init_distributed()
     try:
         device = info.device
-        if list_checkpoints(output_dir) and not resume:
-            raise FileExistsError(
-                f"{output_dir / CHECKPOINT_DIR} already holds checkpoints: pass --resume to "
-                "continue that run or choose another --output-dir"
-            )
+        # every check that can refuse the run happens before anything is written
+        checkpoint = prepare_run(output_dir, cfg, resume=resume, is_main=info.is_main)
         seed_everything(tc.seed)
-        if info.is_main:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / "config.yaml").write_text(dump_config(cfg))
         log = MetricLogger(output_dir, enabled=info.is_main)
 
         # Data: categories come from the training split.
@@ -146,6 +142,8 @@ def train(
         categories = train_base.categories
         check_same_categories(categories, val_base.categories)
         num_classes = resolve_num_classes(cfg, categories)
+        for split, dataset in (("train", train_base), ("val", val_base)):
+            check_split(dataset, split, skip_bad=cfg.data.skip_bad_samples, log=log.message)
         train_set = TrainSampleDataset(
             train_base,
             transforms=build_train_transforms(cfg),
@@ -174,7 +172,6 @@ def train(
 
         # Resume: weights, EMA, optimizer, step; RNG restored right before the loop.
         start_step, resumed_rng = 0, None
-        checkpoint = latest_checkpoint(output_dir) if resume else None
         if checkpoint is not None:
             loaded = load_checkpoint(checkpoint, map_location=str(device))
             try:
@@ -257,7 +254,7 @@ def train(
             unit="step",
             desc="train",
             dynamic_ncols=True,
-            disable=not (progress and info.is_main),
+            disable=None if progress and info.is_main else True,  # None: off when not a terminal
         )
         window_losses: dict[str, float] = {}
         window_steps, window_images, window_time = 0, 0, 0.0
@@ -265,14 +262,17 @@ def train(
         final_losses: dict[str, float] = {}
         metrics: dict[str, Any] = {}
         saved: Path | None = checkpoint
+        skipped = 0
         trainable.train()
         for step in range(start_step, end_step):
             step_start = time.perf_counter()
             lr = lr_of(tc, step)
             set_lr(optimizer, lr)
+            warm_up_bn_momentum(raw_model, step, cfg.model.bn_momentum)
             step_losses: dict[str, torch.Tensor] = {}
             for micro in range(tc.grad_accum):
-                images, targets = next(batches)
+                images, targets, skipped_now = next(batches)
+                skipped += skipped_now
                 images = images.to(device, non_blocking=True).contiguous(
                     memory_format=memory_format
                 )
@@ -322,42 +322,43 @@ def train(
                 bar.set_postfix(loss=f"{final_losses['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
                 window_losses, window_steps, window_images, window_time = {}, 0, 0, 0.0
 
-            # Evaluation on the EMA weights (periodic, and at the very end).
+            # Checkpoint first (rank 0), then evaluate on the EMA weights: an evaluation that
+            # fails costs no checkpoint. The best copy is chosen once the metrics are in.
+            due_ckpt = done % tc.ckpt_every == 0 or done == end_step
             is_final = done == tc.max_steps
-            if (tc.eval_every > 0 and done % tc.eval_every == 0) or is_final:
-                from maskconver.engine.evaluate import evaluate_model
-
-                metrics = evaluate_model(
+            due_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or is_final
+            if due_ckpt and info.is_main:
+                saved = save_checkpoint(
+                    output_dir / CHECKPOINT_DIR,
+                    model=raw_model,
+                    ema=ema,
+                    optimizer=optimizer,
+                    step=done,
+                    config=cfg,
+                    categories=categories,
+                    num_classes=num_classes,
+                    trainer_extra={"rng": rng_state(), "sampler": {"next_step": done}},
+                    criterion=criterion,
+                )
+            if due_eval:
+                metrics = run_evaluation(
                     ema.module if ema is not None else raw_model,
                     val_base,
                     cfg=cfg,
                     categories=categories,
                     num_classes=num_classes,
-                    batch_size=cfg.eval.batch_size,
-                    max_images=tc.max_eval_images,
                     device=device,
                     progress=progress and info.is_main,
+                    step=done,
+                    log=log,
                 )
-                metrics["step"] = done
-                log.log(done, _loggable(metrics), kind="eval")
-
-            # Checkpoint (rank 0), keeping the last ``keep_last`` plus a copy of the best by PQ.
-            if done % tc.ckpt_every == 0 or done == end_step:
-                if info.is_main:
-                    saved = save_checkpoint(
-                        output_dir / CHECKPOINT_DIR,
-                        model=raw_model,
-                        ema=ema,
-                        optimizer=optimizer,
-                        step=done,
-                        config=cfg,
-                        categories=categories,
-                        num_classes=num_classes,
-                        metrics=metrics if metrics.get("step") == done else None,
-                        trainer_extra={"rng": rng_state(), "sampler": {"next_step": done}},
-                        criterion=criterion,
+            if due_ckpt and info.is_main:
+                if due_eval and saved is not None and "error" not in metrics:
+                    update_metrics(
+                        saved, _loggable(metrics) | {"per_class": metrics.get("per_class", {})}
                     )
-                    prune_checkpoints(output_dir, tc.keep_last, keep_best_by=BEST_METRIC)
+                prune_checkpoints(output_dir, tc.keep_last, keep_best_by=BEST_METRIC)
+            if due_ckpt:
                 dist_utils.barrier()
         bar.close()
         log.close()
@@ -375,7 +376,7 @@ def train(
             "wall_time_s": time.perf_counter() - wall_start,
             "checkpoint": str(saved) if saved is not None else None,
             "output_dir": str(output_dir),
-            "skipped_samples": train_set.num_skipped,
+            "skipped_samples": skipped,
         }
     finally:
         if owns_group:

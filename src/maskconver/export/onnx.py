@@ -26,6 +26,7 @@ import torch
 import maskconver
 from maskconver.config import Config, config_from_dict, dump_config
 from maskconver.data.types import CategorySet
+from maskconver.errors import MaskconverError
 from maskconver.export.module import (
     CORE_OUTPUTS,
     INPUT_NAMES,
@@ -40,7 +41,7 @@ METADATA_PREFIX = "maskconver."
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
 
-class ExportError(ValueError):
+class ExportError(MaskconverError, ValueError):
     """The export cannot be made or a file is not a maskconver ONNX model (message says why)."""
 
 

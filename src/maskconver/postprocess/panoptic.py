@@ -21,7 +21,9 @@ all K proposals.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
@@ -76,6 +78,19 @@ class Proposals(Protocol):
     def classes(self) -> Tensor:
         """``[B, K]``."""
         ...
+
+
+def enlarge(prediction: PanopticPrediction, size: tuple[int, int]) -> PanopticPrediction:
+    """Nearest-neighbour enlargement of a panoptic map to ``size`` (areas recounted)."""
+    panoptic = prediction.panoptic
+    rows = (np.arange(size[0]) * panoptic.shape[0] // size[0]).astype(np.intp)
+    cols = (np.arange(size[1]) * panoptic.shape[1] // size[1]).astype(np.intp)
+    big = panoptic[rows[:, None], cols[None, :]]
+    areas = np.bincount(
+        big.ravel(), minlength=max((s.id for s in prediction.segments), default=0) + 1
+    )
+    segments = [dataclasses.replace(s, area=int(areas[s.id])) for s in prediction.segments]
+    return PanopticPrediction(panoptic=big, segments=[s for s in segments if s.area > 0])
 
 
 def canvas_size(
@@ -250,6 +265,9 @@ class PanopticPostProcessor:
         stuff_from_semantic: region-based stuff (MaskConver Table 7): proposals of stuff
             classes are ignored and stuff comes from the outputs' ``semantic_logits`` argmax on
             the pixels no thing owns (a class needs more than ``min_area`` pixels).
+        max_canvas_pixels: cap of the merge canvas (0: none). A larger image is merged on a
+            canvas scaled to fit the cap and its map is enlarged (nearest) to the image size,
+            with a warning, so memory stays bounded; below the cap the merge is exact.
     """
 
     def __init__(
@@ -265,6 +283,7 @@ class PanopticPostProcessor:
         hard_sigmoid: bool = False,
         chunk: int = DEFAULT_CHUNK,
         stuff_from_semantic: bool = False,
+        max_canvas_pixels: int = 0,
     ) -> None:
         if len(class_to_category) != len(is_thing_class):
             raise ValueError(
@@ -276,6 +295,7 @@ class PanopticPostProcessor:
         self.class_to_category = [int(c) for c in class_to_category]
         self.is_thing_class = [bool(t) for t in is_thing_class]
         self.stuff_from_semantic = stuff_from_semantic
+        self.max_canvas_pixels = max_canvas_pixels
         self.class_usable = torch.tensor(
             [
                 c != UNUSED_CLASS and (t or not stuff_from_semantic)
@@ -330,23 +350,38 @@ class PanopticPostProcessor:
         results = []
         for b in range(batch):
             valid_size = (int(valid_sizes[b][0]), int(valid_sizes[b][1]))
-            output_size = (int(output_sizes[b][0]), int(output_sizes[b][1]))
+            original = (int(output_sizes[b][0]), int(output_sizes[b][1]))
+            output_size = self._working_size(original)
             sorted_ = self._sorted(outputs.scores[b].float(), outputs.classes[b])
             logits = outputs.mask_logits[b].float()[sorted_.order]  # [n, hm, wm], sorted
             core = self._core(
                 self._rescaled(logits, hw_in, valid_size, output_size), sorted_, output_size
             )
             semantic = getattr(outputs, "semantic_logits", None)
-            results.append(
-                self.finish(
-                    core,
-                    semantic_logits=None if semantic is None else semantic[b],
-                    input_size=hw_in,
-                    valid_size=valid_size,
-                    output_size=output_size,
-                )
+            prediction = self.finish(
+                core,
+                semantic_logits=None if semantic is None else semantic[b],
+                input_size=hw_in,
+                valid_size=valid_size,
+                output_size=output_size,
             )
+            results.append(enlarge(prediction, original) if output_size != original else prediction)
         return results
+
+    def _working_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """``size``, or a smaller one within ``max_canvas_pixels`` (aspect kept, with a warning)."""
+        height, width = size
+        cap = self.max_canvas_pixels
+        if cap <= 0 or height * width <= cap:
+            return size
+        scale = math.sqrt(cap / (height * width))
+        working = (max(1, int(height * scale)), max(1, int(width * scale)))
+        warnings.warn(
+            f"a {height}x{width} image exceeds postprocess.max_canvas_pixels={cap}: merged at "
+            f"{working[0]}x{working[1]} and enlarged to its size",
+            stacklevel=3,
+        )
+        return working
 
     def finish(
         self,
