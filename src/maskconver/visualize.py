@@ -38,6 +38,7 @@ TITLE_HEIGHT = 24  # pixels of the title strip above each panel
 PANEL_GAP = 6  # pixels between panels
 BACKGROUND = (24, 24, 24)
 TITLE_COLOR = (235, 235, 235)
+BLOCK_PIXELS = 1 << 20  # pixels per block of full-image colour work (bounds temporaries)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -121,13 +122,22 @@ def colorize_panoptic(
     colors = segment_colors(segments, categories)
     ids = np.array(sorted(colors), dtype=np.int64)
     table = np.array([VOID_COLOR, *(colors[i] for i in ids)], dtype=np.uint8)  # row 0: void
-    flat = panoptic.astype(np.int64)
-    if len(ids):
-        pos = np.minimum(np.searchsorted(ids, flat), len(ids) - 1)
-        index = np.where(ids[pos] == flat, pos + 1, 0)
-    else:
-        index = np.zeros(flat.shape, np.int64)
-    return table[index]
+    out = np.empty((*panoptic.shape, 3), np.uint8)
+    for rows in _row_blocks(panoptic.shape):
+        block = panoptic[rows].astype(np.int64)
+        if len(ids):
+            pos = np.minimum(np.searchsorted(ids, block), len(ids) - 1)
+            out[rows] = table[np.where(ids[pos] == block, pos + 1, 0)]
+        else:
+            out[rows] = table[0]
+    return out
+
+
+def _row_blocks(shape: tuple[int, ...]) -> list[slice]:
+    """Row slices of about ``BLOCK_PIXELS`` pixels, so big pictures need no full-size temps."""
+    height, width = shape[0], max(shape[1], 1)
+    step = max(1, BLOCK_PIXELS // width)
+    return [slice(r, min(r + step, height)) for r in range(0, height, step)]
 
 
 def boundaries(panoptic: np.ndarray) -> np.ndarray:
@@ -218,10 +228,12 @@ def overlay(
     image = _check_image(image, panoptic.shape)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    color = colorize_panoptic(panoptic, segments, categories).astype(np.float32)
-    labelled = ((panoptic != VOID) & (panoptic != PADDING))[..., None]
-    blended = image.astype(np.float32) * (1 - alpha) + color * alpha
-    out = np.where(labelled, blended, image.astype(np.float32)).round().astype(np.uint8)
+    color = colorize_panoptic(panoptic, segments, categories)
+    out = image.copy()
+    for rows in _row_blocks(panoptic.shape):  # float temporaries of one block at a time
+        labelled = (panoptic[rows] != VOID) & (panoptic[rows] != PADDING)
+        blended = image[rows].astype(np.float32) * (1 - alpha) + color[rows] * np.float32(alpha)
+        out[rows][labelled] = blended[labelled].round().astype(np.uint8)
     if draw_boundaries:
         out[boundaries(panoptic)] = BOUNDARY_COLOR
     if draw_labels and segments:

@@ -73,14 +73,14 @@ def _uint8_rgb_to_ids(rgb: np.ndarray) -> np.ndarray:
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:
     """``[H, W]`` non-negative ids (< 256^3) -> ``[H, W, 3]`` uint8 (padding -1 becomes 0)."""
-    ids = np.where(ids == PADDING, 0, ids).astype(np.int64)
-    if ids.min(initial=0) < 0 or ids.max(initial=0) >= 256**3:
+    low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if low < PADDING or high >= 256**3:  # PADDING is -1: nothing below it
         raise ValueError("segment ids must lie in [0, 256^3) to be stored in a PNG")
-    out = np.empty((*ids.shape, 3), dtype=np.uint8)
-    out[..., 0] = ids % 256
-    out[..., 1] = (ids // 256) % 256
-    out[..., 2] = ids // (256 * 256)
-    return out
+    # little-endian uint32 bytes are (R, G, B, 0) = (id % 256, id / 256 % 256, id / 65536)
+    packed = ids.astype("<u4")  # one 4-byte copy; padding -1 becomes 0xFFFFFFFF ...
+    if low < 0:
+        packed[ids == PADDING] = 0  # ... and then void
+    return packed.view(np.uint8).reshape(*ids.shape, 4)[..., :3].copy()
 
 
 def decode_png_rgb(path: str | Path) -> np.ndarray:

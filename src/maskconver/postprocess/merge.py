@@ -117,10 +117,24 @@ def _count(mask: Tensor) -> Tensor:
     return mask.flatten(1).sum(1)
 
 
-def _bin_count(index: Tensor, weights: Tensor, num_bins: int) -> Tensor:
-    """Static-shape ``bincount``: ``[num_bins]`` int64 sums of ``weights`` per ``index`` value."""
+def _tracing() -> bool:
+    """Inside ``torch.jit.trace`` / ONNX export (only traceable ops), not eager."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
+def _bin_count(index: Tensor, weights: Tensor | None, num_bins: int) -> Tensor:
+    """Static-shape ``bincount``: ``[num_bins]`` int64 count of each ``index`` value.
+
+    ``weights`` (bool, same shape, or None for all) selects the pixels counted. Eager mode
+    uses ``torch.bincount`` (no full-size int64 temporaries); a trace uses ``scatter_add``,
+    which ONNX has.
+    """
+    if not _tracing():
+        chosen = index.flatten() if weights is None else index[weights]
+        return torch.bincount(chosen, minlength=num_bins)[:num_bins]
     counts = torch.zeros(num_bins, dtype=torch.int64, device=index.device)
-    return counts.scatter_add(0, index.flatten(), weights.flatten().long())
+    ones = torch.ones_like(index) if weights is None else weights.long()
+    return counts.scatter_add(0, index.flatten(), ones.flatten())
 
 
 def _fill_to(values: Tensor, size: int) -> Tensor:
@@ -170,6 +184,7 @@ def merge_proposals(
     if num == 0:  # nothing to merge: every pixel is void
         void = torch.full((height, width), -1, dtype=torch.int64, device=device)
         return MergeCore(void, valid, proposals.classes, scores, torch.zeros_like(proposals.order))
+    eager = not _tracing()  # eager: in-place updates, so full-size temporaries stay few
     own_parts = []
     for start in range(0, num, chunk):
         stop = min(start + chunk, num)
@@ -177,22 +192,31 @@ def merge_proposals(
         if start == 0:  # the canvas comes from the maps themselves (dynamic in an export)
             best = torch.full_like(probs[0], -1.0)
             winner = torch.zeros_like(probs[0], dtype=torch.int64)
-            winner_prob = torch.zeros_like(probs[0])
+            winner_prob = torch.zeros_like(probs[0]) if mode == "maskformer" else best
         if mode == "reference":
             own_parts.append(_count(probs > ORIGINAL_AREA_PROB))
         else:
             own_parts.append(_count(probs >= mask_threshold))
         chunk_scores = scores[start : start + probs.shape[0]]
+        if eager and probs.shape[0] == 1 and mode == "reference":
+            value = probs[0] * chunk_scores[0]  # one proposal: no argmax, no index map
+            better = value > best
+            torch.where(better, value, best, out=best)
+            winner.masked_fill_(better, start)
+            continue
         value, index = (probs * chunk_scores[:, None, None]).max(dim=0)
         better = value > best
-        best = torch.where(better, value, best)
-        winner = torch.where(better, index + start, winner)
         if mode == "maskformer":
             prob_at = probs.gather(0, index[None])[0]
             winner_prob = torch.where(better, prob_at, winner_prob)
+        if eager:
+            torch.where(better, value, best, out=best)
+            torch.where(better, index.add_(start), winner, out=winner)
+        else:
+            best = torch.where(better, value, best)
+            winner = torch.where(better, index + start, winner)
     own_area = _fill_to(torch.cat(own_parts), num)
-    ones = torch.ones_like(winner)
-    won_area = _bin_count(winner, ones, num)
+    won_area = _bin_count(winner, None, num)
     if mode == "reference":
         keep = (
             valid
@@ -207,6 +231,9 @@ def merge_proposals(
         ratio = won_area.to(scores.dtype) / own_area.clamp(min=1).to(scores.dtype)
         keep = valid & (segment_area > 0) & (own_area > 0) & (ratio >= overlap_threshold)
         in_segment = keep[winner] & confident
-    owner = torch.where(in_segment, winner, torch.full_like(winner, -1))
     areas = _bin_count(winner, in_segment, num)
+    if eager:
+        owner = winner.masked_fill_(~in_segment, -1)  # winner is not needed any more
+    else:
+        owner = torch.where(in_segment, winner, torch.full_like(winner, -1))
     return MergeCore(owner, keep, proposals.classes, scores, areas)

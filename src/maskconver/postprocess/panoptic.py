@@ -42,7 +42,7 @@ from maskconver.postprocess.merge import (
     merge_proposals,
     sort_proposals,
 )
-from maskconver.postprocess.peaks import hard_sigmoid
+from maskconver.postprocess.peaks import HARD_SIGMOID_OFFSET, HARD_SIGMOID_SCALE, hard_sigmoid
 
 UNUSED_CLASS = -1  # class_to_category entry of an index that maps to no category
 # a chunk of upsampled proposals holds at most this many values (64 MB in float32), so a
@@ -193,7 +193,7 @@ def number_segments(
             )
             panoptic[region] = seg.id
             segments.append(seg)
-    return PanopticPrediction(panoptic=panoptic.astype(np.int32), segments=segments)
+    return PanopticPrediction(panoptic=panoptic.astype(np.int32, copy=False), segments=segments)
 
 
 def semantic_stuff(
@@ -320,6 +320,12 @@ class PanopticPostProcessor:
         """Mask probabilities of logits (sigmoid, or the hard sigmoid)."""
         return hard_sigmoid(logits) if self.hard_sigmoid else logits.sigmoid()
 
+    def probabilities_(self, logits: Tensor) -> Tensor:
+        """``probabilities`` computed in place in ``logits`` (returned)."""
+        if self.hard_sigmoid:  # relu6(x + 3) / 6
+            return logits.add_(HARD_SIGMOID_OFFSET).clamp_(0.0, 6.0).div_(HARD_SIGMOID_SCALE)
+        return logits.sigmoid_()
+
     @torch.no_grad()
     def __call__(
         self,
@@ -436,7 +442,7 @@ class PanopticPostProcessor:
 
         def probabilities(start: int, stop: int) -> Tensor:
             rescaled = rescale_logits(logits[start:stop], input_size, valid_size, output_size)
-            return self.probabilities(rescaled)
+            return self.probabilities_(rescaled)  # in place: a fresh tensor (memory)
 
         return probabilities
 
