@@ -44,6 +44,7 @@ SMALL = [
 BACKBONE_SETTINGS: dict[str, list[str]] = {
     "tiny": ["model.backbone.width=8"],
     "mobilenet_mh": ["model.backbone.output_stride=16"],
+    "mobilenetv2": ["model.backbone.output_stride=16"],
     "mobilenetv3_large": [],
     "resnet50": [],
     "resnet50_unet": [

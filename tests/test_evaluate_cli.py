@@ -41,7 +41,8 @@ def test_files_mode_prints_table_and_writes_metrics(
     out = tmp_path / "out" / "metrics.json"
     assert cli.main([*_files_args(paths), "--output", str(out)]) == 0
     metrics = json.loads(out.read_text())
-    assert set(metrics) == {"all", "things", "stuff", "per_class"}
+    # PQ in panopticapi's layout, plus semantic mIoU and mask AP (all metrics by default)
+    assert set(metrics) == {"all", "things", "stuff", "per_class", "semantic", "mask_ap"}
     for split in ("all", "things", "stuff"):
         assert set(metrics[split]) == {"pq", "sq", "rq", "n"}
         assert all(0.0 <= metrics[split][m] <= 1.0 for m in ("pq", "sq", "rq"))
@@ -49,7 +50,7 @@ def test_files_mode_prints_table_and_writes_metrics(
     # every gt category is listed, keyed by its id as a string, with its name and counts
     assert set(metrics["per_class"]) == {str(k) for k in (*THINGS, *STUFF)}
     for cid, c in metrics["per_class"].items():
-        assert set(c) == {"name", "pq", "sq", "rq", "tp", "fp", "fn"}
+        assert {"name", "pq", "sq", "rq", "tp", "fp", "fn", "iou"} <= set(c)
         assert c["name"] == {**THINGS, **STUFF}[int(cid)]
         assert 0.0 <= c["pq"] <= c["sq"] <= 1.0 and min(c["tp"], c["fp"], c["fn"]) >= 0
     printed = capsys.readouterr().out

@@ -35,7 +35,9 @@ PRESET_DIR = Path(__file__).parent / "configs"
 class BackboneConfig:
     """Feature extractor. ``name`` is a key of ``build.BACKBONES``."""
 
-    name: Literal["tiny", "mobilenet_mh", "mobilenetv3_large", "resnet50", "resnet50_unet"] = "tiny"
+    name: Literal[
+        "tiny", "mobilenet_mh", "mobilenetv2", "mobilenetv3_large", "resnet50", "resnet50_unet"
+    ] = "tiny"
     output_stride: int = 32  # 16 dilates the last stage (MobileNet-MH in the reference)
     weights: str | None = None  # torchvision-named weight file (.pth or .safetensors)
     width: int = 32  # tiny backbone: channels of the first stage
@@ -242,6 +244,13 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.9998
     ema_warmup: bool = True
+    # batch-norm momentum max(model.bn_momentum, 1 / (step + 1)) (engine/step.py): short runs
+    # get usable running statistics; schedules past 1 / bn_momentum steps are unchanged
+    bn_momentum_warmup: bool = True
+    # batches whose statistics replace the BN running statistics before each evaluation and
+    # checkpoint (engine/precise_bn.py); None: 16 for runs shorter than 20 / bn_momentum
+    # steps, else off (the reference presets); 0: off
+    precise_bn_batches: int | None = None
     amp: Literal["none", "bf16"] = "none"
     channels_last: bool = False
     seed: int = 0
@@ -260,6 +269,11 @@ class EvalConfig:
     # 0: pad to the square input_size x input_size; d > 0: pad each side to a multiple of d
     pad_divisibility: int = 0
     batch_size: int = 8
+    # pq is always computed; miou (semantic IoU of the panoptic output) and mask_ap (COCOeval
+    # segm AP of thing segments) are extra; the names of evaluation.metrics.METRIC_NAMES
+    metrics: list[Literal["pq", "miou", "mask_ap"]] = field(
+        default_factory=lambda: ["pq", "miou", "mask_ap"]
+    )
 
 
 @dataclass
@@ -404,6 +418,11 @@ def _ranges(cfg: Config) -> list[tuple[str, Any, Any, str]]:
         ("eval.input_size", ev.input_size, positive_int),
         ("eval.batch_size", ev.batch_size, positive_int),
         ("eval.pad_divisibility", ev.pad_divisibility, (lambda v: v >= 0, ">= 0")),
+        (
+            "eval.metrics",
+            ev.metrics,
+            (lambda v: "pq" in v and len(set(v)) == len(v), "a list with 'pq', no repeats"),
+        ),
         ("train.max_steps", tr.max_steps, positive_int),
         ("train.warmup_steps", tr.warmup_steps, (lambda v: v >= 0, ">= 0")),
         ("train.log_every", tr.log_every, positive_int),
@@ -411,6 +430,11 @@ def _ranges(cfg: Config) -> list[tuple[str, Any, Any, str]]:
         ("train.eval_every", tr.eval_every, (lambda v: v >= 0, ">= 0 (0: only at the end)")),
         ("train.keep_last", tr.keep_last, (lambda v: v >= 0, ">= 0 (0: keep all)")),
         ("train.max_eval_images", tr.max_eval_images, (lambda v: v >= 0, ">= 0 (0: all)")),
+        (
+            "train.precise_bn_batches",
+            tr.precise_bn_batches,
+            (lambda v: v is None or v >= 0, ">= 0 or null (auto)"),
+        ),
         ("train.lr", tr.lr, (lambda v: _finite(v) and v > 0, "a finite number > 0")),
         ("train.weight_decay", tr.weight_decay, non_negative),
         ("train.momentum", tr.momentum, (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)")),

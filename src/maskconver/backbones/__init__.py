@@ -2,6 +2,7 @@
 
 from maskconver.backbones.base import Backbone
 from maskconver.backbones.mobilenet_mh import MobileNetMH
+from maskconver.backbones.mobilenetv2 import MobileNetV2
 from maskconver.backbones.mobilenetv3 import MobileNetV3Large
 from maskconver.backbones.resnet import ResNet50
 from maskconver.backbones.resnet_unet import ResNetUNet
@@ -12,6 +13,7 @@ __all__ = [
     "Backbone",
     "LoadReport",
     "MobileNetMH",
+    "MobileNetV2",
     "MobileNetV3Large",
     "ResNet50",
     "ResNetUNet",

@@ -65,6 +65,12 @@ def _mobilenet_mh(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
     )
 
 
+def _mobilenetv2(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
+    from maskconver.backbones.mobilenetv2 import MobileNetV2
+
+    return MobileNetV2(output_stride=cfg.output_stride, norm_layer=norm_layer)
+
+
 def _mobilenetv3_large(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
     from maskconver.backbones.mobilenetv3 import MobileNetV3Large
 
@@ -106,6 +112,7 @@ def _resnet50_unet(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
 BACKBONES: dict[str, Callable[[BackboneConfig, NormLayer], Backbone]] = {
     "tiny": _tiny,
     "mobilenet_mh": _mobilenet_mh,
+    "mobilenetv2": _mobilenetv2,
     "mobilenetv3_large": _mobilenetv3_large,
     "resnet50": _resnet50,
     "resnet50_unet": _resnet50_unet,

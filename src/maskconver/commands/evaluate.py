@@ -1,4 +1,4 @@
-"""``maskconver evaluate``: PQ of COCO panoptic files, or of a checkpoint on a dataset.
+"""``maskconver evaluate``: PQ (mIoU, mask AP) of COCO panoptic files or of a checkpoint.
 
 Two modes, exactly one per call:
 
@@ -7,6 +7,12 @@ Two modes, exactly one per call:
   metrics JSON;
 * model: ``--checkpoint --data-root [--split] [--save-predictions] [--output] [--batch-size]
   [--max-images] [--device]`` loads the checkpoint and runs ``engine.evaluate.evaluate_model``.
+
+``--metrics pq,miou,mask_ap`` (or ``all``) chooses what is computed besides PQ: semantic mIoU of
+the panoptic output and COCOeval mask AP of the thing segments (ranked by each predicted
+segment's ``score``; 1.0 where a prediction file has none). Files mode computes all three
+unless asked otherwise (the PQ part keeps panopticapi's layout); model mode defaults to the
+checkpoint config's ``eval.metrics``.
 
 Unreadable or malformed inputs print one ``error:`` line on stderr and exit with code 2.
 """
@@ -77,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
     model.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
     model.add_argument("--device", default=None, help="torch device (default cpu), e.g. cuda")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated pq,miou,mask_ap or 'all' (pq always; default: files mode all, "
+        "model mode the config's eval.metrics)",
+    )
     p.add_argument("--output", default=None, help="write the metrics JSON to this file")
     p.set_defaults(func=run, evaluate_parser=p)
 
@@ -120,6 +132,13 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen mode; returns the exit code."""
     parser: argparse.ArgumentParser = args.evaluate_parser
     mode = _check_mode(args, parser)
+    from maskconver.evaluation.metrics import parse_metric_names
+
+    if args.metrics is not None:
+        try:
+            parse_metric_names(args.metrics)
+        except ValueError as e:
+            parser.error(f"--metrics: {e}")
     if mode == "model":
         return evaluate_checkpoint(args)
 
@@ -127,7 +146,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         metrics = evaluate_files(
-            args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers
+            args.gt_json,
+            args.gt_dir,
+            args.pred_json,
+            args.pred_dir,
+            workers=args.workers,
+            metrics=parse_metric_names(args.metrics or "all"),
         )
     except (OSError, ValueError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
@@ -159,13 +183,15 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
 
     Reads ``args.checkpoint``, ``args.data_root``, ``args.split`` (default: the config's
     ``data.val_split``), ``args.save_predictions``, ``args.output``, ``args.batch_size`` and
-    ``args.max_images`` (missing attributes take their defaults). Returns 0, or 2 with a message
+    ``args.max_images`` and ``args.metrics`` (missing attributes take their defaults; metrics
+    default to the config's ``eval.metrics``). Returns 0, or 2 with a message
     naming the bad path when the checkpoint or dataset cannot be used.
     """
     from maskconver.commands.common import check_model_source
     from maskconver.data.coco_panoptic import CocoPanopticDataset
     from maskconver.engine.checkpoint import CheckpointError, load_model
     from maskconver.engine.evaluate import evaluate_model
+    from maskconver.evaluation.metrics import parse_metric_names
     from maskconver.evaluation.pq_files import format_table
 
     onnx_path = getattr(args, "model", None)
@@ -213,6 +239,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         )
     batch_size = getattr(args, "batch_size", None) or cfg.eval.batch_size
     save = getattr(args, "save_predictions", None)
+    metric_names = getattr(args, "metrics", None)
+    try:
+        names = parse_metric_names(metric_names) if metric_names else None
+    except ValueError as e:
+        return _fail(f"--metrics: {e}")
     results = evaluate_model(
         model,
         dataset,
@@ -225,6 +256,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         progress=True,
         save_dir=Path(save) if save else None,
         transform=transform,
+        metrics=names,
     )
     print(format_table(results))
     print(f"{results['images']} images in {results['seconds']:.1f} s")

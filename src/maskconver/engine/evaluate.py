@@ -1,12 +1,14 @@
-"""Model evaluation: PQ of a model on a panoptic dataset, optionally saving COCO predictions.
+"""Model evaluation: PQ (and mIoU, mask AP) of a model on a dataset, optionally saving predictions.
 
 ``evaluate_model`` runs the eval transform per sample, a batched forward in
 ``torch.inference_mode()``, the panoptic merge back to each image's ORIGINAL size, and updates
-``PanopticQuality`` with the dataset's original ground truth (the sample before any transform),
-so the number matches the official COCO evaluation of the saved files.
+``PanopticMetrics`` (PQ plus the ``eval.metrics`` extras: semantic mIoU, mask AP) with the
+dataset's original ground truth (the sample before any transform), so the numbers match the
+official COCO evaluation of the saved files.
 
-Distributed: under ``torchrun`` each rank takes the strided shard ``rank, rank + world, ...`` and
-the PQ count/IoU-sum state is all-reduced, so every rank returns the same metrics. Predictions are
+Distributed: under ``torchrun`` each rank takes the strided shard ``rank, rank + world, ...``;
+the PQ count/IoU-sum state and the semantic confusion matrix are all-reduced and the mask-AP
+RLE records all-gathered, so every rank returns the same metrics. Predictions are
 only saved when ``world_size == 1`` (one writer owns the JSON); a multi-rank run with
 ``save_dir`` raises instead of silently writing a partial file.
 
@@ -45,6 +47,24 @@ def _reduce_state(state: torch.Tensor, device: str | torch.device) -> torch.Tens
     return all_reduce_sum(state.to(device)).cpu()
 
 
+def _gather_records(records: list[Any]) -> list[Any]:
+    """Every rank's list of picklable records, concatenated in rank order (on every rank)."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(parts, records)
+    return [record for part in parts for record in part]
+
+
+def _reduce_metrics(metric: Any, device: str | torch.device) -> None:
+    """Replace a ``PanopticMetrics``' states by their sums / concatenation over ranks."""
+    metric.pq.load_state(_reduce_state(metric.pq.state(), device))
+    if metric.semantic is not None:
+        metric.semantic.load_state(_reduce_state(metric.semantic.state(), device))
+    if metric.mask_ap is not None:
+        metric.mask_ap.load_state(_gather_records(metric.mask_ap.state()))
+
+
 def evaluate_model(
     model: nn.Module | InferenceModel,
     dataset: PanopticDataset,
@@ -59,8 +79,9 @@ def evaluate_model(
     save_dir: Path | None = None,
     transform: Any = None,
     skip_bad: bool = False,
+    metrics: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Panoptic quality of ``model`` on ``dataset``.
+    """Panoptic quality (and the other ``metrics``) of ``model`` on ``dataset``.
 
     Args:
         model: a module (put in eval mode here and restored afterwards) or any
@@ -78,13 +99,15 @@ def evaluate_model(
         transform: the eval transform (default: the config's; a fixed-size exported model
             brings its own).
         skip_bad: skip (and count) samples that cannot be read instead of stopping.
+        metrics: names of ``evaluation.metrics.METRIC_NAMES`` (default: ``cfg.eval.metrics``).
 
     Returns:
-        ``PanopticQuality.compute()``'s dict plus ``images`` (evaluated count over all ranks),
-        ``skipped`` (unreadable samples skipped on this rank) and ``seconds`` (wall time).
+        ``PanopticMetrics.compute()``'s dict (PQ splits, ``semantic`` and ``mask_ap`` when
+        asked for, ``per_class``) plus ``images`` (evaluated count over all ranks), ``skipped``
+        (unreadable samples skipped on this rank) and ``seconds`` (wall time).
     """
     from maskconver.build import build_eval_transforms, build_postprocessor
-    from maskconver.evaluation.pq import PanopticQuality
+    from maskconver.evaluation.metrics import PanopticMetrics
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -96,7 +119,7 @@ def evaluate_model(
     indices = list(range(rank, total, world))
     transform = transform if transform is not None else build_eval_transforms(cfg)
     postprocessor = build_postprocessor(cfg, categories, num_classes)
-    metric = PanopticQuality(categories)
+    metric = PanopticMetrics(categories, cfg.eval.metrics if metrics is None else metrics)
     writer = _make_writer(save_dir, categories)
     module = model if isinstance(model, nn.Module) else None
     was_training = module.training if module is not None else False
@@ -112,10 +135,11 @@ def evaluate_model(
     skipped = 0
     try:
         for first in range(0, len(indices), batch_size):
-            originals = []
+            originals, positions = [], []
             for i in indices[first : first + batch_size]:
                 try:
                     originals.append(dataset[i])
+                    positions.append(i)
                 except _bad_sample_errors() as e:
                     if not skip_bad:
                         raise
@@ -125,13 +149,14 @@ def evaluate_model(
                 continue
             inputs = [transform(_copy_sample(s)) for s in originals]
             predictions = predict_samples(runner, postprocessor, inputs)
-            for sample, pred in zip(originals, predictions):
+            for sample, pred, position in zip(originals, predictions, positions):
                 metric.update(
                     sample.panoptic,
                     sample.segments,
                     pred.panoptic,
                     pred.segments,
                     image_id=sample.image_id,
+                    order=position,  # the dataset order on every number of ranks
                 )
                 if writer is not None:
                     writer.add(sample.image_id, _image_name(sample), pred.panoptic, pred.segments)
@@ -143,7 +168,7 @@ def evaluate_model(
     if writer is not None:
         writer.close()
     if world > 1:
-        metric.load_state(_reduce_state(metric.state(), device))
+        _reduce_metrics(metric, device)
     results = dict(metric.compute())
     results["images"] = total - skipped
     results["skipped"] = skipped

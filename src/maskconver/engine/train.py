@@ -57,6 +57,7 @@ from maskconver.engine.loader import StepSampler, TrainSampleDataset, build_trai
 from maskconver.engine.logging import MetricLogger
 from maskconver.engine.optim import build_optimizer, lr_of, set_lr
 from maskconver.engine.plots import plot_training_curves
+from maskconver.engine.precise_bn import refresh_bn_statistics
 from maskconver.engine.run_dir import prepare_run
 from maskconver.engine.step import (
     NonFiniteLossError,
@@ -268,7 +269,8 @@ def train(
             step_start = time.perf_counter()
             lr = lr_of(tc, step)
             set_lr(optimizer, lr)
-            warm_up_bn_momentum(raw_model, step, cfg.model.bn_momentum)
+            if tc.bn_momentum_warmup:
+                warm_up_bn_momentum(raw_model, step, cfg.model.bn_momentum)
             step_losses: dict[str, torch.Tensor] = {}
             for micro in range(tc.grad_accum):
                 images, targets, skipped_now = next(batches)
@@ -327,6 +329,18 @@ def train(
             due_ckpt = done % tc.ckpt_every == 0 or done == end_step
             is_final = done == tc.max_steps
             due_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or is_final
+            if due_ckpt or due_eval:  # precise BN (on by default for short runs only)
+                refresh_bn_statistics(
+                    [raw_model] if ema is None else [raw_model, ema.module],
+                    train_set,
+                    cfg=cfg,
+                    step=done,
+                    rank=info.rank,
+                    world_size=info.world_size,
+                    teacher_forward=meta.teacher_forward,
+                    device=device,
+                    memory_format=memory_format,
+                )
             if due_ckpt and info.is_main:
                 saved = save_checkpoint(
                     output_dir / CHECKPOINT_DIR,

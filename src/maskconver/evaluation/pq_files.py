@@ -3,7 +3,8 @@
 Ground truth and predictions are paired by ``image_id``; every ground-truth image needs a
 prediction (extra predictions are ignored, as in panopticapi). Ground-truth areas come from the
 JSON ``area`` fields when every segment of an image has one (panopticapi's behaviour), otherwise
-from the PNG.
+from the PNG. Semantic mIoU and mask AP (``evaluation.metrics``) are added on request; mask AP
+ranks predicted segments by their ``score`` (1.0 where a prediction has none).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from maskconver.data.panoptic_png import read_panoptic_png
 from maskconver.data.types import Category, SegmentInfo
-from maskconver.evaluation.pq import PanopticQuality
+from maskconver.evaluation.metrics import PanopticMetrics, format_summary
 
 PERCENT = 100.0
 MAX_LISTED_IDS = 10  # ids named in an error message before "... and N more"
@@ -53,7 +54,7 @@ def categories_from_json(items: list[dict], where: str) -> list[Category]:
 
 
 def segments_from_json(items: list[dict], where: str) -> list[SegmentInfo]:
-    """COCO ``segments_info`` entries -> ``SegmentInfo`` list (``area`` -1 when absent)."""
+    """COCO ``segments_info`` entries -> ``SegmentInfo`` list (``area`` -1, ``score`` 1 absent)."""
     try:
         return [
             SegmentInfo(
@@ -61,6 +62,7 @@ def segments_from_json(items: list[dict], where: str) -> list[SegmentInfo]:
                 category_id=int(s["category_id"]),
                 iscrowd=bool(s.get("iscrowd", 0)),
                 area=int(s.get("area", -1)),
+                score=float(s.get("score", 1.0)),
             )
             for s in items
         ]
@@ -69,11 +71,16 @@ def segments_from_json(items: list[dict], where: str) -> list[SegmentInfo]:
 
 
 def _score_pairs(
-    pairs: list[Pair], gt_dir: str, pred_dir: str, categories: list[Category]
-) -> np.ndarray:
-    """Score annotation pairs; returns the PQ state ``[num_categories, 4]`` (float64)."""
-    metric = PanopticQuality(categories)
-    for gt_ann, pred_ann in pairs:
+    pairs: list[Pair],
+    gt_dir: str,
+    pred_dir: str,
+    categories: list[Category],
+    metrics: tuple[str, ...] = ("pq",),
+    first: int = 0,
+) -> dict:
+    """Score annotation pairs (``first``: index of the first pair); ``PanopticMetrics.state()``."""
+    metric = PanopticMetrics(categories, metrics)
+    for offset, (gt_ann, pred_ann) in enumerate(pairs):
         image_id = gt_ann["image_id"]
         where = f"image {image_id}"
         gt_segments = segments_from_json(gt_ann.get("segments_info", []), f"{where} (gt)")
@@ -87,8 +94,9 @@ def _score_pairs(
             pred_segments,
             image_id=image_id,
             use_segment_area=all(s.area >= 0 for s in gt_segments),
+            order=first + offset,
         )
-    return metric.state().numpy()
+    return metric.state()
 
 
 def _file_name(ann: dict, what: str) -> str:
@@ -124,8 +132,10 @@ def evaluate_files(
     pred_dir: str | Path,
     *,
     workers: int = 0,
+    metrics: tuple[str, ...] | list[str] = ("pq",),
+    verbose: bool = False,
 ) -> dict:
-    """PQ of a COCO panoptic prediction set against its ground truth.
+    """PQ (and optionally mIoU and mask AP) of a COCO panoptic prediction set.
 
     Args:
         gt_json: ground-truth JSON (``images``, ``annotations``, ``categories``).
@@ -134,9 +144,12 @@ def evaluate_files(
             ``segments_info``); its categories, if any, are ignored.
         pred_dir: folder of the predicted PNGs.
         workers: processes to use; 0 or 1 scores in this process.
+        metrics: names from ``evaluation.metrics.METRIC_NAMES`` (``"pq"`` always included).
+        verbose: let COCOeval print its tables.
 
     Returns:
-        ``PanopticQuality.compute()``'s dict (fractions in [0, 1]).
+        ``PanopticMetrics.compute()``'s dict (fractions in [0, 1]); with ``metrics=("pq",)``
+        exactly ``PanopticQuality.compute()``'s.
 
     Raises:
         FileNotFoundError: a JSON file or PNG is missing.
@@ -149,20 +162,27 @@ def evaluate_files(
         raise ValueError(f"{gt_json} has no 'categories' list")
     categories = categories_from_json(gt["categories"], str(gt_json))
     pairs = _pairs(gt, pred, gt_json, pred_json)
-    metric = PanopticQuality(categories)
+    metric = PanopticMetrics(categories, metrics, verbose=verbose)
+    names = metric.names
     if workers > 1 and len(pairs) > 1:
         chunks = [c.tolist() for c in np.array_split(np.arange(len(pairs)), workers) if len(c)]
-        jobs = [([pairs[i] for i in c], str(gt_dir), str(pred_dir), categories) for c in chunks]
+        jobs = [
+            ([pairs[i] for i in c], str(gt_dir), str(pred_dir), categories, names, c[0])
+            for c in chunks
+        ]
         with multiprocessing.get_context().Pool(len(jobs)) as pool:
             for state in pool.starmap(_score_pairs, jobs):
                 metric.merge_state(state)
     else:
-        metric.merge_state(_score_pairs(pairs, str(gt_dir), str(pred_dir), categories))
+        metric.merge_state(_score_pairs(pairs, str(gt_dir), str(pred_dir), categories, names))
     return metric.compute()
 
 
 def format_table(metrics: dict) -> str:
-    """A readable table of ``evaluate_files``/``PanopticQuality.compute`` output (percent)."""
+    """A readable table of ``evaluate_files``/``PanopticMetrics.compute`` output (percent).
+
+    The mIoU / mask AP summaries and per-class IoU / AP columns appear when present.
+    """
     lines = [f"{'':10s}|{'PQ':>8s}{'SQ':>8s}{'RQ':>8s}{'N':>6s}", "-" * 40]
     for key, label in (("all", "All"), ("things", "Things"), ("stuff", "Stuff")):
         m = metrics[key]
@@ -170,20 +190,36 @@ def format_table(metrics: dict) -> str:
             f"{label:10s}|{m['pq'] * PERCENT:8.2f}{m['sq'] * PERCENT:8.2f}"
             f"{m['rq'] * PERCENT:8.2f}{m['n']:6d}"
         )
+    summary = format_summary(metrics, PERCENT)
+    if summary:
+        lines += ["", summary]
     per_class = metrics.get("per_class", {})
+    columns = [
+        (key, label)
+        for key, label in (("iou", "IoU"), ("ap", "AP"))
+        if any(key in c for c in per_class.values())
+    ]
     if per_class:
         width = max(len(str(c["name"])) for c in per_class.values())
         width = max(width, len("category"))
         lines += [
             "",
             f"{'id':>5s}  {'category':{width}s}{'PQ':>8s}{'SQ':>8s}{'RQ':>8s}"
-            f"{'TP':>7s}{'FP':>7s}{'FN':>7s}",
-            "-" * (width + 52),
+            f"{'TP':>7s}{'FP':>7s}{'FN':>7s}" + "".join(f"{label:>8s}" for _, label in columns),
+            "-" * (width + 52 + 8 * len(columns)),
         ]
         for cat_id, c in per_class.items():
             lines.append(
                 f"{cat_id:>5s}  {c['name']:{width}s}{c['pq'] * PERCENT:8.2f}"
                 f"{c['sq'] * PERCENT:8.2f}{c['rq'] * PERCENT:8.2f}"
                 f"{c['tp']:7d}{c['fp']:7d}{c['fn']:7d}"
+                + "".join(_cell(c.get(key)) for key, _ in columns)
             )
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    """A per-class IoU / AP in percent; ``-`` where absent (AP of stuff) or -1 (no gt)."""
+    if value is None or value < 0:
+        return f"{'-':>8s}"
+    return f"{value * PERCENT:8.2f}"
