@@ -25,8 +25,8 @@ from maskconver.config import (
     load_config,
 )
 from maskconver.data.synthetic import SyntheticPanoptic
+from maskconver.engine.loader import collate_train
 from maskconver.engine.step import TrainingModule
-from maskconver.targets.types import TargetBatch
 
 NUM_CLASSES = 7
 BATCH = 2
@@ -77,7 +77,19 @@ DECODER_SETTINGS: dict[str, dict[str, list[str]]] = {
         "multi": [*MULTI, "model.decoder.dr1.width=16"],
     },
 }
-META_SETTINGS: dict[str, list[str]] = {"maskconver": []}
+META_SETTINGS: dict[str, list[str]] = {
+    "maskconver": [],
+    "dr1mask": [  # its pyramid is an FPN; tests/test_dr1mask_model.py covers it further
+        "model.decoder.name=fpn",
+        "model.decoder.max_level=5",
+        "model.dr1mask.sizes_of_interest=[16,32]",
+        "model.dr1mask.gn_groups=8",
+        "model.dr1mask.tower_convs=1",
+        "model.dr1mask.basis_width=16",
+        "model.dr1mask.pre_nms_topk=50",
+        "model.dr1mask.mask_size=8",
+    ],
+}
 CASES = [
     (backbone, decoder, mode)
     for backbone in BACKBONE_SETTINGS
@@ -101,14 +113,14 @@ def test_every_table_entry_has_a_test() -> None:
 
 
 def test_unknown_meta_architecture_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="is not one of \\['maskconver'\\]"):
+    with pytest.raises(ConfigError, match="is not one of \\['maskconver', 'dr1mask'\\]"):
         load_config("tiny", ["model.meta_architecture=nope"])
     cfg = load_config("tiny")
     bad = ModelConfig(meta_architecture="maskconver")
     object.__setattr__(bad, "meta_architecture", "nope")  # bypass the config check
     with pytest.raises(ConfigError, match="unknown meta-architecture 'nope'; choose from"):
         build.build_model(bad, NUM_CLASSES)
-    with pytest.raises(ConfigError, match="\\['maskconver'\\]"):
+    with pytest.raises(ConfigError, match="\\['dr1mask', 'maskconver'\\]"):
         build.meta_architecture(bad)
     assert build.meta_architecture(cfg.model) is build.META_ARCHITECTURES["maskconver"]
 
@@ -182,10 +194,9 @@ def test_meta_architecture_trains_and_predicts_through_the_table(name: str) -> N
     transform = build.build_train_transforms(cfg)
     rng = np.random.default_rng(0)
     samples = [transform(dataset[i], rng) for i in range(2)]
-    images = torch.stack(
-        [torch.from_numpy(s.image.copy()).permute(2, 0, 1).float() for s in samples]
+    images, targets, _ = collate_train(  # stacks each meta-architecture's own targets
+        [(torch.from_numpy(s.image.copy()).permute(2, 0, 1).float(), generator(s)) for s in samples]
     )
-    targets = TargetBatch.stack([generator(s) for s in samples])
     step = TrainingModule(
         model, build.build_criterion(cfg, cats.num_classes), teacher_forward=meta.teacher_forward
     ).train()

@@ -217,7 +217,10 @@ def test_every_preset_builds_every_piece(name: str) -> None:
     cats = coco_like(cfg.model.label_space)
     num_classes = build.resolve_num_classes(cfg, cats)
     model = meta_model(name, num_classes)
-    assert model.center_head.classifier.out_channels == num_classes
+    if cfg.model.meta_architecture == "dr1mask":  # FCOS classifier instead of center heads
+        assert model.head.cls_logits.out_channels == num_classes
+    else:
+        assert model.center_head.classifier.out_channels == num_classes
     generator = build.build_target_generator(cfg, cats, num_classes)
     assert build.build_criterion(cfg, 3) is not None
     post = build.build_postprocessor(cfg, cats, num_classes)
@@ -229,7 +232,12 @@ def test_every_preset_builds_every_piece(name: str) -> None:
     train_sample = build.build_train_transforms(cfg)(sample(), rng)
     assert train_sample.panoptic.shape == tuple(cfg.augment.input_size)
     eval_sample = build.build_eval_transforms(cfg)(sample())
-    assert eval_sample.panoptic.shape == (cfg.eval.input_size,) * 2
+    if cfg.eval.pad_divisibility == 0:  # a square; else the longest side, padded
+        assert eval_sample.panoptic.shape == (cfg.eval.input_size,) * 2
+    else:
+        assert max(eval_sample.panoptic.shape) == cfg.eval.input_size + (
+            -cfg.eval.input_size % cfg.eval.pad_divisibility
+        )
     copy_paste = build.build_copy_paste(cfg, cats)
     assert (copy_paste is None) == (not cfg.augment.copy_paste)
     if cfg.model.backbone.name == "tiny":  # small enough to run targets end to end here

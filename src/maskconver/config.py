@@ -102,6 +102,48 @@ class HeadConfig:
 
 
 @dataclass
+class DR1MaskConfig:
+    """DR1Mask (``model.meta_architecture: dr1mask``; ``docs/dr1mask.md``).
+
+    The pyramid is ``model.decoder`` (``name: fpn``: ``channels``, ``min_level`` ..
+    ``max_level``, ``norm``); ``model.num_proposals`` is K, the detections per image (and the
+    instance slots in training); ``postprocess.object_threshold`` is the detections' score
+    threshold, ``min_area`` the segments' minimum area, ``overlap_threshold`` and
+    ``mask_threshold`` apply to ``merge: paste``.
+    """
+
+    # network (paper section 3.2)
+    tower_convs: int = 4  # FCOS class / box towers
+    tower_norm: Literal["gn", "bn"] = "gn"
+    gn_groups: int = 32
+    basis_width: int = 64  # D: DR1Basis width = embedding size (Table 6: 64 for panoptic)
+    factors: Literal["both", "in", "out", "none"] = "both"  # DR1 factors from the top layer
+    factor_param: Literal["one_plus", "two_sigmoid"] = "one_plus"
+    aligned: bool = True  # aligned x2 + crop in DR1Basis (Table 5)
+    top_kernel: int = 3  # top-layer kernel (lost in the paper; BlendMask's top layer is 3x3)
+    prior_prob: float = 0.01
+    # FCOS assignment and mask targets
+    sizes_of_interest: list[float] = field(default_factory=lambda: [64, 128, 256, 512])
+    center_radius: float = 1.5
+    mask_size: int = 56  # RoIAlign crops of F and of the mask targets
+    target_stride: int = 4  # unified CE at this stride (a divisor of the basis stride)
+    # losses
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    cls_weight: float = 1.0
+    box_weight: float = 1.0
+    centerness_weight: float = 1.0
+    mask_weight: float = 1.0
+    unified_weight: float = 0.5  # lost in the paper; BlendMask's semantic weight
+    # inference
+    pre_nms_topk: int = 1000
+    score_threshold: float = 0.05  # candidates before NMS (FCOS)
+    nms_iou: float = 0.6
+    merge: Literal["argmax", "paste"] = "argmax"  # unified argmax, or Panoptic-FPN-style paste
+    box_crop: bool = False  # argmax: an instance channel only competes inside its box
+
+
+@dataclass
 class ModelConfig:
     """The model. ``num_classes`` None means: one class per dataset category.
 
@@ -109,7 +151,7 @@ class ModelConfig:
     target generator, criterion and post-processor that go with it.
     """
 
-    meta_architecture: Literal["maskconver"] = "maskconver"
+    meta_architecture: Literal["maskconver", "dr1mask"] = "maskconver"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -134,6 +176,7 @@ class ModelConfig:
     bn_eps: float = 1e-3
     # peak scores and mask probabilities by relu6(x + 3) / 6 (the reference's hardware path)
     hard_sigmoid: bool = False
+    dr1mask: DR1MaskConfig = field(default_factory=DR1MaskConfig)
 
 
 @dataclass
@@ -376,6 +419,66 @@ def validate(cfg: Config) -> None:
     for key, value, ok, expected in _ranges(cfg):
         if not ok(value):
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
+    if m.meta_architecture == "dr1mask":
+        _validate_dr1mask(cfg)
+
+
+def _validate_dr1mask(cfg: Config) -> None:
+    """DR1Mask's cross-field checks (its pyramid is the FPN of ``model.decoder``)."""
+    m, r = cfg.model, cfg.model.dr1mask
+    if m.decoder.name != "fpn":
+        raise ConfigError(
+            f"model.meta_architecture=dr1mask builds its pyramid as an FPN: set "
+            f"model.decoder.name=fpn (got {m.decoder.name!r})"
+        )
+    levels = m.decoder.max_level - m.decoder.min_level + 1
+    if len(r.sizes_of_interest) != levels - 1:
+        raise ConfigError(
+            f"model.dr1mask.sizes_of_interest needs {levels - 1} boundaries for the levels "
+            f"{m.decoder.min_level}..{m.decoder.max_level}, got {r.sizes_of_interest}"
+        )
+    if any(b <= a for a, b in zip(r.sizes_of_interest, r.sizes_of_interest[1:])):
+        raise ConfigError(f"model.dr1mask.sizes_of_interest must ascend: {r.sizes_of_interest}")
+    basis_stride = 2 ** (m.decoder.min_level - 1)
+    if r.target_stride < 1 or basis_stride % r.target_stride:
+        raise ConfigError(
+            f"model.dr1mask.target_stride must divide the basis stride {basis_stride}, "
+            f"got {r.target_stride}"
+        )
+    if r.tower_norm == "gn" and (r.gn_groups < 1 or m.decoder.channels % r.gn_groups):
+        raise ConfigError(
+            f"model.dr1mask.gn_groups={r.gn_groups} must divide model.decoder.channels="
+            f"{m.decoder.channels}"
+        )
+    if r.pre_nms_topk < m.num_proposals:
+        raise ConfigError(
+            f"model.dr1mask.pre_nms_topk={r.pre_nms_topk} must be >= model.num_proposals="
+            f"{m.num_proposals} (the detections are chosen among the candidates)"
+        )
+    for name in ("tower_convs", "basis_width", "top_kernel", "mask_size"):
+        if getattr(r, name) < 1:
+            raise ConfigError(f"model.dr1mask.{name} must be >= 1, got {getattr(r, name)}")
+    if r.top_kernel % 2 == 0:
+        raise ConfigError(f"model.dr1mask.top_kernel must be odd, got {r.top_kernel}")
+    checks = {
+        "prior_prob": 0 < r.prior_prob < 1,
+        "center_radius": math.isfinite(r.center_radius) and r.center_radius >= 0,
+        "nms_iou": 0 <= r.nms_iou <= 1,
+        "score_threshold": math.isfinite(r.score_threshold),
+        "focal_alpha": 0 <= r.focal_alpha <= 1,
+        "focal_gamma": math.isfinite(r.focal_gamma) and r.focal_gamma >= 0,
+    }
+    weights = ("cls", "box", "centerness", "mask", "unified")
+    checks.update(
+        {
+            f"{w}_weight": math.isfinite(getattr(r, f"{w}_weight"))
+            and getattr(r, f"{w}_weight") >= 0
+            for w in weights
+        }
+    )
+    for name, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"model.dr1mask.{name} is out of range: {getattr(r, name)!r}")
 
 
 # K beyond this makes the per-slot tensors of one batch grow past any machine's memory

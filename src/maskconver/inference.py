@@ -9,9 +9,9 @@ API) and ``engine.evaluate`` both run on this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -26,7 +26,37 @@ from maskconver.postprocess.panoptic import Proposals
 ImageInput = np.ndarray | Image.Image | str | Path
 RGB_CHANNELS = 3
 UINT8_MAX = 255
-PostProcessor = Callable[..., list[PanopticPrediction]]
+
+
+class PostProcessor(Protocol):
+    """A meta-architecture's post-processor (``build.build_postprocessor``).
+
+    ``post(outputs, valid_sizes, output_sizes, input_size)`` turns a batch of model outputs into
+    one ``PanopticPrediction`` per image at its original size; ``finish(core, ...)`` numbers the
+    segments of a merge core computed elsewhere (an exported graph).
+    """
+
+    def __call__(
+        self,
+        outputs: Any,
+        valid_sizes: Sequence[tuple[int, int]],
+        output_sizes: Sequence[tuple[int, int]],
+        input_size: tuple[int, int],
+    ) -> list[PanopticPrediction]:
+        """Panoptic predictions of a batch."""
+        ...
+
+    def finish(
+        self,
+        core: Any,
+        *,
+        semantic_logits: Tensor | None = None,
+        input_size: tuple[int, int] | None = None,
+        valid_size: tuple[int, int] | None = None,
+        output_size: tuple[int, int] | None = None,
+    ) -> PanopticPrediction:
+        """The Python step after a merge core computed by any backend."""
+        ...
 
 
 class InferenceModel(Protocol):
@@ -48,16 +78,49 @@ class InferenceModel(Protocol):
 
 
 class _RawOutputs(nn.Module):
-    """The tensors the merge reads, as a plain tuple (what tracing and freezing need)."""
+    """A module's NamedTuple output as a flat tuple of tensors (what tracing and freezing need).
+
+    Fields that are None are left out and tuple fields are spread; ``layout`` (set on the first
+    call, i.e. while tracing) records how to rebuild the output (``rebuild``).
+    """
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
+        self.layout: tuple[type, list[tuple[str, int]]] | None = None
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         out = self.module(images)
-        extra = () if out.semantic_logits is None else (out.semantic_logits,)
-        return (out.mask_logits, out.scores, out.classes, out.center_indices, *extra)
+        fields: list[tuple[str, int]] = []  # (name, -1 None | 0 tensor | n tuple of n)
+        flat: list[Tensor] = []
+        for name, value in out._asdict().items():
+            if value is None:
+                fields.append((name, -1))
+            elif isinstance(value, tuple):
+                fields.append((name, len(value)))
+                flat.extend(value)
+            else:
+                fields.append((name, 0))
+                flat.append(value)
+        self.layout = (type(out), fields)
+        return tuple(flat)
+
+    def rebuild(self, flat: Sequence[Tensor]) -> Any:
+        """The module's output type from a flat tuple produced by ``forward``."""
+        assert self.layout is not None, "call the module once before rebuilding its output"
+        output_type, fields = self.layout
+        values: dict[str, Any] = {}
+        position = 0
+        for name, count in fields:
+            if count < 0:
+                values[name] = None
+            elif count == 0:
+                values[name] = flat[position]
+                position += 1
+            else:
+                values[name] = tuple(flat[position : position + count])
+                position += count
+        return output_type(**values)
 
 
 class TorchModel:
@@ -84,31 +147,22 @@ class TorchModel:
         self.device = torch.device(device)
         self.module = module.eval().to(self.device)
         self.optimize = optimize
-        self._frozen: dict[tuple[int, ...], Any] = {}
+        self._frozen: dict[tuple[int, ...], tuple[Any, _RawOutputs]] = {}
         self._compiled: Any = torch.compile(self.module) if compile else None
 
-    def _optimized(self, images: Tensor) -> Proposals:
-        from maskconver.outputs import MaskConverOutput
-
+    def _optimized(self, images: Tensor) -> Any:
         key = tuple(images.shape)
         if key not in self._frozen:
             import warnings
 
-            raw: Any = _RawOutputs(self.module).eval()
-            raw = raw.to(memory_format=torch.channels_last)
+            raw = _RawOutputs(self.module).eval()
+            channels_last = cast(Any, raw).to(memory_format=torch.channels_last)  # (not in stubs)
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                traced = torch.jit.trace(raw, (images,), check_trace=False)
-                self._frozen[key] = torch.jit.freeze(traced)
-        outs = self._frozen[key](images)
-        return MaskConverOutput(
-            (),
-            outs[0],
-            outs[1],
-            outs[2],
-            outs[3],
-            semantic_logits=outs[4] if len(outs) > 4 else None,
-        )
+                traced = torch.jit.trace(channels_last, (images,), check_trace=False)
+                self._frozen[key] = (torch.jit.freeze(traced), raw)
+        frozen, layout = self._frozen[key]
+        return layout.rebuild(frozen(images))
 
     def __call__(self, images: Tensor) -> Proposals:
         """Forward a ``[B, 3, H, W]`` batch; returns the module's output."""

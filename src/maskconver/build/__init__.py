@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
+from maskconver.build import dr1mask as _dr1
 from maskconver.build import maskconver as _mc
 from maskconver.build.parts import BACKBONES, DECODERS, NORMS, build_backbone, build_decoder
 from maskconver.config import Config, ConfigError, ModelConfig
-from maskconver.postprocess.panoptic import PanopticPostProcessor
 
 if TYPE_CHECKING:
     from maskconver.data.types import CategorySet, PanopticSample
+    from maskconver.inference import PostProcessor
 
 __all__ = [
     "BACKBONES",
@@ -75,16 +76,27 @@ class MetaArchitecture:
             returns a dict of named scalar losses whose ``"loss"`` is the total. It may own
             training-only parameters (they are optimised and checkpointed with the model).
         build_postprocessor: ``(cfg, categories, num_classes) -> post-processor`` turning the
-            model's outputs into panoptic predictions.
+            model's outputs into panoptic predictions (``inference.PostProcessor``: a call on a
+            batch, and ``finish`` on a merge core from any backend).
         teacher_forward: ``(model, images, targets) -> outputs``: how the training loop calls
             the (possibly DDP-wrapped) model with a batch's targets.
+        build_export_module: ``(model, post-processor) -> module`` of the ONNX graph
+            (``(image, valid_size, output_size) -> merge core + raw outputs``) with its
+            ``output_names``.
     """
 
     build_model: Callable[[ModelConfig, int], nn.Module]
     build_target_generator: Callable[[Config, CategorySet, int], Callable[[PanopticSample], Any]]
     build_criterion: Callable[[Config, int], nn.Module]
-    build_postprocessor: Callable[[Config, CategorySet, int], PanopticPostProcessor]
+    build_postprocessor: Callable[[Config, CategorySet, int], PostProcessor]
     teacher_forward: Callable[[nn.Module, Tensor, Any], Any]
+    build_export_module: Callable[[nn.Module, Any], nn.Module]
+
+
+def _maskconver_export_module(model: nn.Module, postprocessor: Any) -> nn.Module:
+    from maskconver.export.module import PanopticExportModule
+
+    return PanopticExportModule(model, postprocessor)
 
 
 META_ARCHITECTURES: dict[str, MetaArchitecture] = {
@@ -94,6 +106,15 @@ META_ARCHITECTURES: dict[str, MetaArchitecture] = {
         build_criterion=_mc.build_criterion,
         build_postprocessor=_mc.build_postprocessor,
         teacher_forward=_mc.teacher_forward,
+        build_export_module=_maskconver_export_module,
+    ),
+    "dr1mask": MetaArchitecture(
+        build_model=_dr1.build_model,
+        build_target_generator=_dr1.build_target_generator,
+        build_criterion=_dr1.build_criterion,
+        build_postprocessor=_dr1.build_postprocessor,
+        teacher_forward=_dr1.teacher_forward,
+        build_export_module=_dr1.build_export_module,
     ),
 }
 
@@ -128,9 +149,7 @@ def build_criterion(cfg: Config, num_classes: int) -> nn.Module:
     return meta_architecture(cfg.model).build_criterion(cfg, num_classes)
 
 
-def build_postprocessor(
-    cfg: Config, categories: CategorySet, num_classes: int
-) -> PanopticPostProcessor:
+def build_postprocessor(cfg: Config, categories: CategorySet, num_classes: int) -> PostProcessor:
     """The meta-architecture's post-processor (outputs -> ``PanopticPrediction`` per image)."""
     return meta_architecture(cfg.model).build_postprocessor(cfg, categories, num_classes)
 

@@ -22,7 +22,8 @@ from maskconver.commands.common import add_overrides
 if TYPE_CHECKING:  # the parser is built without importing torch (``maskconver --help``)
     import torch
 
-    from maskconver.postprocess.panoptic import PanopticPostProcessor
+    from maskconver.config import Config
+    from maskconver.inference import PostProcessor
 
 DEFAULT_NUM_CLASSES = 133  # COCO panoptic categories (contiguous label space)
 DEFAULT_RUNS = 20
@@ -96,19 +97,30 @@ def count_macs(model: torch.nn.Module, size: tuple[int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
-def dummy_postprocessor(num_classes: int) -> PanopticPostProcessor:
-    """A post-processor with every class mapped (id = index + 1), alternating thing/stuff."""
+def dummy_postprocessor(num_classes: int, cfg: Config | None = None) -> PostProcessor:
+    """A post-processor with every class mapped (id = index + 1), alternating thing/stuff.
+
+    It is the config's meta-architecture's, or MaskConver's with default thresholds when no
+    config is given.
+    """
+    from maskconver.build import build_postprocessor
+    from maskconver.data.types import Category, CategorySet
     from maskconver.postprocess.panoptic import PanopticPostProcessor
 
-    return PanopticPostProcessor(
-        class_to_category=[i + 1 for i in range(num_classes)],
-        is_thing_class=[i % 2 == 0 for i in range(num_classes)],
+    if cfg is None:
+        return PanopticPostProcessor(
+            class_to_category=[i + 1 for i in range(num_classes)],
+            is_thing_class=[i % 2 == 0 for i in range(num_classes)],
+        )
+    categories = CategorySet(
+        [Category(i + 1, f"class{i + 1}", i % 2 == 0) for i in range(num_classes)]
     )
+    return build_postprocessor(cfg, categories, num_classes)
 
 
 def measure_latency(
     model: torch.nn.Module,
-    postprocessor: PanopticPostProcessor,
+    postprocessor: PostProcessor,
     size: tuple[int, int],
     *,
     runs: int,
@@ -168,7 +180,7 @@ def benchmark(
     if runs > 0:
         latency = measure_latency(
             model,
-            dummy_postprocessor(classes),
+            dummy_postprocessor(classes, cfg),
             hw,
             runs=runs,
             warmup=warmup,

@@ -137,6 +137,7 @@ def own_contenders(
     from maskconver.data.types import Category, CategorySet
     from maskconver.export.onnx import export_model, quantize_onnx
     from maskconver.export.runtime import OnnxPanopticModel
+    from maskconver.inference import TorchModel
 
     cfg = load_config(preset, overrides)
     classes = cfg.model.num_classes or num_classes
@@ -153,28 +154,11 @@ def own_contenders(
         with torch.inference_mode():
             return post(model(images), sizes, sizes, (size, size))
 
-    class _Raw(torch.nn.Module):
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            out = self.net(x)
-            return out.mask_logits, out.scores, out.classes
-
-    from maskconver.outputs import MaskConverOutput
-
-    fast: Any = _Raw(model).to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
-    cl_images = images.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        frozen = torch.jit.freeze(torch.jit.trace(fast, (cl_images,), check_trace=False))
+    fast = TorchModel(model, optimize=True)  # traced + frozen per input shape, channels_last
 
     def optimised() -> Any:
         with torch.inference_mode():
-            logits, scores, classes_ = frozen(cl_images)
-            out = MaskConverOutput((), logits, scores, classes_, scores.long())
-            return post(out, sizes, sizes, (size, size))
+            return post(fast(images), sizes, sizes, (size, size))
 
     folder = Path(tempfile.mkdtemp(prefix="maskconver-compare-"))
     fp32 = folder / "model.onnx"

@@ -301,6 +301,12 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> LoadedChe
         config = config_from_dict(migrate_config_tree(read_yaml(config_path), version))
     except ConfigError as e:
         raise CheckpointError(f"bad config file {config_path}: {e}") from e
+    recorded = meta.get("meta_architecture")
+    if recorded is not None and recorded != config.model.meta_architecture:
+        raise CheckpointError(
+            f"{meta_path} records meta-architecture {recorded!r} but {config_path} builds "
+            f"{config.model.meta_architecture!r}: the checkpoint was edited or mixed up"
+        )
     model_state = _read_safetensors(ckpt / MODEL_FILE, map_location)
     ema_path = ckpt / EMA_FILE
     ema_state = _read_safetensors(ema_path, map_location) if ema_path.exists() else None

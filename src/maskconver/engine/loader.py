@@ -150,13 +150,18 @@ class TrainBatch(NamedTuple):
 
 
 def collate_train(batch: Sequence[TrainItem | tuple[torch.Tensor, Targets]]) -> TrainBatch:
-    """Stack samples into images ``[B, 3, H, W]`` and a ``TargetBatch``; sum the skips."""
+    """Stack samples into images ``[B, 3, H, W]`` and stacked targets; sum the skips.
+
+    Targets are stacked by their class's ``batch_type`` (``TargetBatch`` when it has none).
+    """
     items = [item if isinstance(item, TrainItem) else TrainItem(*item) for item in batch]
     shapes = {tuple(item.image.shape) for item in items}
     if len(shapes) != 1:
         raise ValueError(f"training images in a batch must share a size, got {sorted(shapes)}")
     images = torch.stack([item.image for item in items])
-    targets = TargetBatch.stack([item.targets for item in items])
+    # a meta-architecture's per-image targets name their batch type (default: MaskConver's)
+    batch_type = getattr(type(items[0].targets), "batch_type", TargetBatch)
+    targets = batch_type.stack([item.targets for item in items])
     return TrainBatch(images, targets, sum(item.skipped for item in items))
 
 

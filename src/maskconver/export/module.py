@@ -65,6 +65,12 @@ class PanopticExportModule(nn.Module):
         self.register_buffer("class_usable", postprocessor.class_usable.clone(), persistent=False)
         self.region_stuff = postprocessor.stuff_from_semantic
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Graph output names, in ``forward``'s order."""
+        extra = (SEMANTIC_OUTPUT,) if self.region_stuff else ()
+        return (*CORE_OUTPUTS, *RAW_OUTPUTS, *extra)
+
     def forward(self, image: Tensor, valid_size: Tensor, output_size: Tensor) -> tuple[Tensor, ...]:
         """The merge core and raw outputs of one image (see the module docstring).
 

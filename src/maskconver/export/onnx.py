@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,18 +27,13 @@ import maskconver
 from maskconver.config import Config, config_from_dict, dump_config
 from maskconver.data.types import CategorySet
 from maskconver.errors import MaskconverError
-from maskconver.export.module import (
-    CORE_OUTPUTS,
-    INPUT_NAMES,
-    RAW_OUTPUTS,
-    SEMANTIC_OUTPUT,
-    PanopticExportModule,
-)
+from maskconver.export.module import INPUT_NAMES, RAW_OUTPUTS
 
 EXPORT_FORMAT = 1
 OPSET = 17
 METADATA_PREFIX = "maskconver."
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+DR1MASK_LOGITS = "panoptic_logits"  # DR1Mask's unified logits (dynamic with the input)
 
 
 class ExportError(MaskconverError, ValueError):
@@ -194,24 +189,27 @@ def export_model(
     size: Sequence[int] | None = None,
     dynamic: bool = False,
 ) -> OnnxMetadata:
-    """Export a built model (see ``export_onnx``; the benchmark exports untrained models)."""
-    from maskconver.build import build_postprocessor
+    """Export a built model (see ``export_onnx``; the benchmark exports untrained models).
+
+    The graph module comes from the meta-architecture table (``build_export_module``).
+    """
+    from maskconver.build import build_postprocessor, meta_architecture
 
     output = Path(output)
     post = build_postprocessor(cfg, categories, num_classes)
-    module = PanopticExportModule(model, post).eval()
+    module = meta_architecture(cfg.model).build_export_module(model, post).eval()
     hw = (cfg.eval.input_size, cfg.eval.input_size) if size is None else tuple(size)
     if len(hw) != 2 or min(hw) < 1:
         raise ExportError(f"--size needs two positive numbers, got {list(hw)}")
     image = torch.zeros(1, int(hw[0]), int(hw[1]), 3, dtype=torch.uint8)
     sizes = torch.tensor([int(hw[0]), int(hw[1])])
-    output_names = [*CORE_OUTPUTS, *RAW_OUTPUTS]
-    if post.stuff_from_semantic:
-        output_names.append(SEMANTIC_OUTPUT)
+    output_names = [str(name) for name in cast(Any, module).output_names]
     dynamic_axes: dict[str, dict[int, str]] = {"owner": {0: "out_height", 1: "out_width"}}
     if dynamic:
         dynamic_axes["image"] = {1: "height", 2: "width"}
-        dynamic_axes["mask_logits"] = {2: "mask_height", 3: "mask_width"}
+        for name in (RAW_OUTPUTS[0], DR1MASK_LOGITS):
+            if name in output_names:
+                dynamic_axes[name] = {2: "mask_height", 3: "mask_width"}
     fd, tmp = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
     try:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from maskconver.data.types import PanopticSample
-from maskconver.export.module import CORE_OUTPUTS, RAW_OUTPUTS, SEMANTIC_OUTPUT
+from maskconver.export.module import CORE_OUTPUTS, SEMANTIC_OUTPUT
 from maskconver.export.onnx import ExportError, OnnxMetadata, read_metadata
 from maskconver.postprocess.merge import MergeCore
 
@@ -94,7 +94,11 @@ class OnnxPanopticModel:
         return results
 
     def raw(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """The network's raw outputs (``RAW_OUTPUTS``) for an image of the input size."""
+        """The network's raw outputs (every output but the merge core) for an image."""
         h, w = image.shape[:2]
         out = self.run(image, (h, w), (h, w))
-        return {name: out[name] for name in RAW_OUTPUTS}
+        return {
+            name: out[name]
+            for name in self.output_names
+            if name not in CORE_OUTPUTS and name != SEMANTIC_OUTPUT
+        }

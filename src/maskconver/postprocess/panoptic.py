@@ -93,6 +93,21 @@ def enlarge(prediction: PanopticPrediction, size: tuple[int, int]) -> PanopticPr
     return PanopticPrediction(panoptic=big, segments=[s for s in segments if s.area > 0])
 
 
+def working_size(size: tuple[int, int], cap: int) -> tuple[int, int]:
+    """``size``, or a smaller one within ``cap`` pixels (aspect kept, with a warning); 0: no cap."""
+    height, width = size
+    if cap <= 0 or height * width <= cap:
+        return size
+    scale = math.sqrt(cap / (height * width))
+    working = (max(1, int(height * scale)), max(1, int(width * scale)))
+    warnings.warn(
+        f"a {height}x{width} image exceeds postprocess.max_canvas_pixels={cap}: merged at "
+        f"{working[0]}x{working[1]} and enlarged to its size",
+        stacklevel=4,
+    )
+    return working
+
+
 def canvas_size(
     input_size: tuple[int, int], valid_size: tuple[int, int], output_size: tuple[int, int]
 ) -> tuple[int, int]:
@@ -357,7 +372,7 @@ class PanopticPostProcessor:
         for b in range(batch):
             valid_size = (int(valid_sizes[b][0]), int(valid_sizes[b][1]))
             original = (int(output_sizes[b][0]), int(output_sizes[b][1]))
-            output_size = self._working_size(original)
+            output_size = working_size(original, self.max_canvas_pixels)
             sorted_ = self._sorted(outputs.scores[b].float(), outputs.classes[b])
             logits = outputs.mask_logits[b].float()[sorted_.order]  # [n, hm, wm], sorted
             core = self._core(
@@ -373,21 +388,6 @@ class PanopticPostProcessor:
             )
             results.append(enlarge(prediction, original) if output_size != original else prediction)
         return results
-
-    def _working_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """``size``, or a smaller one within ``max_canvas_pixels`` (aspect kept, with a warning)."""
-        height, width = size
-        cap = self.max_canvas_pixels
-        if cap <= 0 or height * width <= cap:
-            return size
-        scale = math.sqrt(cap / (height * width))
-        working = (max(1, int(height * scale)), max(1, int(width * scale)))
-        warnings.warn(
-            f"a {height}x{width} image exceeds postprocess.max_canvas_pixels={cap}: merged at "
-            f"{working[0]}x{working[1]} and enlarged to its size",
-            stacklevel=3,
-        )
-        return working
 
     def finish(
         self,
