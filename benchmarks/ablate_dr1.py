@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         "--extra-seeds", type=int, nargs="+", default=[0], help="seeds of the other grids"
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (fixed: reproducible)")
+    p.add_argument("--arms", nargs="+", default=None, help="run only these arms of the grids")
+    p.add_argument(
+        "--finished-only", action="store_true", help="train nothing: report the finished runs"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -132,12 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         steps=args.steps,
         out=args.out,
         data_root=args.data_root,
+        only=args.arms,
+        finished_only=args.finished_only,
     )
     markdown, table = summarize(results, baseline="B1 sum")
     costs = {
         name: cost(args.base, arm, args.overrides)
         for arms, _ in grids
         for name, arm in arms.items()
+        if name in results
     }
     lines = [
         "| arm | params (M) | MACs (G) @128 | latency (ms) @128, 1 thread |",

@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         "--extra-seeds", type=int, nargs="+", default=[0], help="seeds of the eta and lr arms"
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (fixed: reproducible)")
+    p.add_argument("--arms", nargs="+", default=None, help="run only these arms of the grids")
+    p.add_argument(
+        "--finished-only", action="store_true", help="train nothing: report the finished runs"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -141,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         steps=args.steps,
         out=args.out,
         data_root=args.data_root,
+        only=args.arms,
+        finished_only=args.finished_only,
     )
     if "A0" not in results:  # eta / lr grids alone: the baseline of an earlier main grid
         results["A0"] = load_finished(args.out, "A0")

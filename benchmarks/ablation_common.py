@@ -143,8 +143,20 @@ def run_grids(
     steps: int,
     out: Path,
     data_root: str | None,
+    only: list[str] | None = None,
+    finished_only: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every (arm, seed) of every grid, in order; prints one line per finished run."""
+    """Every (arm, seed) of every grid, in order; prints one line per finished run.
+
+    ``only``: the arm names to run (others are left out); ``finished_only``: train nothing,
+    report the runs that already have a ``summary.json`` (a partial grid's table).
+    """
+    if only is not None:
+        known = {name for arms, _ in grids for name in arms}
+        unknown = sorted(set(only) - known)
+        if unknown:
+            raise SystemExit(f"unknown arm(s) {unknown}; the grids hold {sorted(known)}")
+        grids = [({n: a for n, a in arms.items() if n in only}, seeds) for arms, seeds in grids]
     results: dict[str, list[dict[str, Any]]] = {}
     total = sum(len(arms) * len(seeds) for arms, seeds in grids)
     done = 0
@@ -152,6 +164,8 @@ def run_grids(
         for name, arm in arms.items():
             for seed in seeds:
                 run_dir = out / arm_dir(name) / f"seed{seed}"
+                if finished_only and not (run_dir / "summary.json").is_file():
+                    continue
                 summary = run_arm(base, arm, extra, seed, steps, run_dir, data_root)
                 results.setdefault(name, []).append(summary)
                 done += 1

@@ -98,3 +98,20 @@ def test_bad_config_and_data_give_clear_errors(
     )
     err = capsys.readouterr().err
     assert code == 2 and "no_coco_here" in err and len(err.strip().splitlines()) == 1
+
+
+def test_threads_option_sets_torch_threads_and_refuses_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = torch.get_num_threads()
+    try:
+        target = 1 if before != 1 else 2
+        argv = ["train", "--config", "tiny", "--output-dir", str(tmp_path / "run"), "--no-progress"]
+        assert main([*argv, "--threads", str(target), *SMALL]) == 0
+        assert torch.get_num_threads() == target
+        capsys.readouterr()
+        assert main([*argv[:-2], str(tmp_path / "other"), "--threads", "0", *SMALL]) == 2
+        err = capsys.readouterr().err
+        assert "--threads must be >= 1" in err and not (tmp_path / "other").exists()
+    finally:
+        torch.set_num_threads(before)

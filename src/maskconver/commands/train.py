@@ -44,6 +44,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output-dir", required=True, type=Path, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads of each process (default: torch's choice)",
+    )
     p.set_defaults(func=run)
 
 
@@ -64,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         return _fail(str(e), EXIT_USAGE)
+    if args.threads is not None:
+        if args.threads < 1:
+            return _fail(f"--threads must be >= 1, got {args.threads}", EXIT_USAGE)
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         summary = train(
             cfg,
