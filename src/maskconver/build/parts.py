@@ -77,15 +77,11 @@ def _mobilenetv3_large(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
     return MobileNetV3Large(output_stride=cfg.output_stride, norm_layer=norm_layer)
 
 
-def _resnet_norm(cfg: BackboneConfig, norm_layer: NormLayer) -> NormLayer:
-    return FrozenBatchNorm2d if cfg.frozen_bn else norm_layer
-
-
 def _resnet50_trunk(cfg: BackboneConfig, norm_layer: NormLayer) -> ResNet50:
     from maskconver.backbones.resnet import ResNet50
 
     return ResNet50(
-        norm_layer=_resnet_norm(cfg, norm_layer),
+        norm_layer=norm_layer,
         act_layer=get_act_layer(cfg.activation),
         drop_path_rate=cfg.drop_path_rate,
         output_stride=cfg.output_stride,
@@ -239,7 +235,9 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
         raise ConfigError(
             f"model.backbone.name: unknown backbone {name!r}; choose from {sorted(BACKBONES)}"
         )
-    return BACKBONES[name](cfg.backbone, norm_bn(cfg))
+    # model.backbone.frozen_bn: every backbone's BN layers frozen (statistics and affine fixed)
+    norm_layer = FrozenBatchNorm2d if cfg.backbone.frozen_bn else norm_bn(cfg)
+    return BACKBONES[name](cfg.backbone, norm_layer)
 
 
 def build_decoder(cfg: ModelConfig, backbone: Backbone) -> Decoder:
