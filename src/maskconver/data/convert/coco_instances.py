@@ -356,10 +356,7 @@ def convert_coco_instances(
             del report.dropped[dropped_before:]  # the image is left out as a whole
             report.skip(image_path, str(e))
             continue
-        report.images_converted += 1
-        for seg in kept:
-            name = category_set.by_id[seg.category_id].name
-            report.count_segment(seg.source, name, crowd=seg.iscrowd)
+        report.count_image(kept, category_set)
     output.close()
     for cat_id, count in sorted(left_out.items(), key=str):
         report.note(f"{count} annotations of category id {cat_id} left out (not in {categories})")

@@ -269,10 +269,7 @@ def convert_labelme(
             del report.dropped[dropped_before:]  # the image is left out as a whole
             report.skip(path, str(e))
             continue
-        report.images_converted += 1
-        for seg in kept:
-            name = category_set.by_id[seg.category_id].name
-            report.count_segment(seg.source, name, crowd=seg.iscrowd)
+        report.count_image(kept, category_set)
     output.close()
     if report.images_converted == 0:
         first = report.skipped[0] if report.skipped else "none"

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maskconver.data.coco_panoptic import DatasetError
+
+if TYPE_CHECKING:
+    from maskconver.data.convert.paint import CanvasSegment
+    from maskconver.data.types import CategorySet
 
 MAX_LINES_PER_LIST = 20  # longer skip / drop lists are cut in the printed summary (not the JSON)
 
@@ -88,6 +94,13 @@ class ConvertReport:
         self.segments_by_source[source] += 1
         self.segments_by_category[category_name] += 1
         self.crowd += int(crowd)
+
+    def count_image(self, kept: Iterable[CanvasSegment], categories: CategorySet) -> None:
+        """Count one converted image and the segments written for it."""
+        self.images_converted += 1
+        for seg in kept:
+            name = categories.by_id[seg.category_id].name
+            self.count_segment(seg.source, name, crowd=seg.iscrowd)
 
     def to_json(self) -> dict[str, object]:
         """A JSON-serialisable dict of everything above."""

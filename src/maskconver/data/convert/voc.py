@@ -214,9 +214,7 @@ def convert_voc(
             del report.dropped[dropped_before:]  # the image is left out as a whole
             report.skip(object_png, str(e))
             continue
-        report.images_converted += 1
-        for seg in kept:
-            report.count_segment(seg.source, category_set.by_id[seg.category_id].name)
+        report.count_image(kept, category_set)
     output.close()
     if report.images_converted == 0:
         first = report.skipped[0] if report.skipped else "none"
