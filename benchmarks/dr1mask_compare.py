@@ -1,6 +1,7 @@
 """DR1Mask vs MaskConver on the synthetic data (``docs/dr1mask.md``): equal steps and seeds.
 
-Arms: ``MaskConver tiny`` (the ``tiny`` preset) and ``DR1Mask small`` (``dr1mask_small``: the
+Arms: ``MaskConver tiny`` (the ``tiny`` preset as it was then, stride-8 masks, pinned in
+``benchmarks/configs/tiny_stride8.yaml``) and ``DR1Mask small`` (``dr1mask_small``: the
 same backbone, data, augmentation and optimiser; 0.110 vs 0.091 GMACs at 128 x 128). Each
 (arm, seed) trains ``--steps`` steps with PQ at 25 / 50 / 75 / 100 % (``ablation_common``).
 Then every DR1Mask run's final EMA weights are evaluated again with the two panoptic merges
@@ -27,8 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_common import arm_dir, run_arm, summarize  # noqa: E402
 
+TINY_STRIDE8 = str(Path(__file__).resolve().parent / "configs" / "tiny_stride8.yaml")
 ARMS: dict[str, tuple[str, list[str]]] = {
-    "MaskConver tiny": ("tiny", []),
+    "MaskConver tiny": (TINY_STRIDE8, []),
     "DR1Mask small": ("dr1mask_small", []),
 }
 MERGES = {

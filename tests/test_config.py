@@ -71,6 +71,7 @@ def test_overrides_parse_yaml_values_and_nest() -> None:
         ("model.decoder.name=unet", "model.decoder.name: 'unet' is not one of"),
         ("train.lr", "must look like section.key=value"),
         ("model.num_proposals=0", "num_proposals must be >= 1"),
+        ("model.mask_level=4", "need mask_level <= level \\(got mask_level 4, level 3\\)"),
     ],
 )
 def test_bad_overrides_are_named(override: str, message: str) -> None:

@@ -41,6 +41,7 @@ CASES: dict[str, tuple[str, list[str], tuple[int, int]]] = {
     "mobilenet_mh_640": ("mobilenet_mh_640", ["model.num_classes=null", *SMALL_HEADS], (63, 65)),
     "resnet50_unet": ("resnet50_unet", SMALL_UNET, (64, 64)),
     "tiny+fpn": ("tiny", ["model.decoder.name=fpn"], (129, 97)),
+    "tiny+stride8_masks": ("tiny", ["model.mask_level=null"], (129, 97)),
     "tiny+maskconver_fpn+multiscale": (
         "tiny",
         [
@@ -169,11 +170,22 @@ def test_contract(name: str) -> None:
     assert not bad, f"non-finite gradients: {bad[:10]}"
 
 
-def test_single_scale_mask_resolution_is_stride_8() -> None:
-    out = case_model("tiny").eval()(images_for("tiny"))
-    # tiny at 129x97: stride-8 map of ceil(129 / 8) x ceil(97 / 8) = 17 x 13
+def test_single_scale_mask_resolution_is_the_center_level_by_default() -> None:
+    out = case_model("tiny+stride8_masks").eval()(images_for("tiny+stride8_masks"))
+    # at 129x97 without model.mask_level: both at stride 8, ceil(129 / 8) x ceil(97 / 8) = 17 x 13
     assert out.mask_logits.shape[-2:] == (17, 13)
     assert [x.shape[-2:] for x in out.center_logits] == [(17, 13)]
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny+fpn"])
+def test_mask_level_puts_masks_finer_than_centers(name: str) -> None:
+    out = case_model(name).eval()(images_for(name))
+    # the tiny preset at 129x97: centers at stride 8 -> ceil(129 / 8) x ceil(97 / 8) = 17 x 13;
+    # mask features at model.mask_level 2 (stride 4) -> ceil(129 / 4) x ceil(97 / 4) = 33 x 25
+    # (with an FPN the pyramid reaches down to the mask level although decoder.min_level is 3)
+    assert [x.shape[-2:] for x in out.center_logits] == [(17, 13)]
+    assert out.mask_logits.shape[-2:] == (33, 25)
+    assert out.pixel_embeddings is not None and out.pixel_embeddings.shape[-2:] == (33, 25)
 
 
 def test_multiscale_levels_and_stride_4_masks() -> None:

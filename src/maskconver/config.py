@@ -167,7 +167,12 @@ class ModelConfig:
     # semantic head's argmax, things from centers (MaskConver Table 7's "region-based" row)
     stuff_mode: Literal["center", "region"] = "center"
     multiscale: bool = False  # centers at levels min_level..max_level, mask features at pixel_level
-    level: int = 3  # single-scale: level of centers and mask features
+    level: int = 3  # single-scale: level of centers (and of the mask features by default)
+    # single-scale: level of the mask features (pixel head), finer than the centers' if set,
+    # as the multi-scale reference does with stride-4 masks; None: model.level. A pyramid
+    # decoder then reaches down to it; dr1basis assigns the heads' levels itself (stride 4);
+    # multi-scale models read pixel_level instead
+    mask_level: int | None = None
     min_level: int = 3
     max_level: int = 7
     pixel_level: int = 2  # multi-scale mask-feature level
@@ -383,6 +388,11 @@ def validate(cfg: Config) -> None:
     m = cfg.model
     if m.multiscale and not (m.pixel_level <= m.min_level <= m.max_level):
         raise ConfigError("model: need pixel_level <= min_level <= max_level for multiscale")
+    if not m.multiscale and m.mask_level is not None and m.mask_level > m.level:
+        raise ConfigError(
+            "model.mask_level: the mask features cannot be coarser than the centers: need "
+            f"mask_level <= level (got mask_level {m.mask_level}, level {m.level})"
+        )
     if m.num_proposals < 1:
         raise ConfigError("model.num_proposals must be >= 1")
     if len(cfg.augment.input_size) != 2:

@@ -1,6 +1,7 @@
 """The MaskConver meta-architecture entry: model, targets, criterion, post-processor, teacher call.
 
-Single-scale: centers, center embeddings and pixel embeddings at ``model.level`` (ASPP with a
+Single-scale: centers, center embeddings and pixel embeddings at ``model.level`` (pixel
+embeddings at ``model.mask_level`` when set; ASPP with a
 DeepLabv3+ sum-to-merge per head, or one FPN level). Multi-scale: center heads on decoder levels
 ``min_level..max_level``, pixel head on the pyramid fusion at ``pixel_level``.
 """
@@ -64,8 +65,10 @@ def _fusions(
             PyramidFusion(target_index=target),
         ]
         return fusions, len(indices), (dec_channels[0],) * 3
+    mask_level = cfg.level if cfg.mask_level is None else cfg.mask_level
     if cfg.decoder.name == "aspp":
         low = _stride_index(backbone.strides, cfg.level, "model.level (backbone)")
+        mask_low = _stride_index(backbone.strides, mask_level, "model.mask_level (backbone)")
         width = cfg.head.low_level_channels
         if dec_channels[0] != width:
             raise ConfigError(
@@ -74,18 +77,20 @@ def _fusions(
             )
         fusions = [
             SumToMerge(
-                backbone.channels[low],
-                low_index=low,
+                backbone.channels[index],
+                low_index=index,
                 high_index=0,
                 channels=width,
                 norm_layer=NORMS[cfg.head.norm](cfg),
                 act_layer=get_act_layer(cfg.head.activation),
             )
-            for _ in range(3)
+            for index in (low, low, mask_low)
         ]
         return fusions, 1, (width,) * 3
     index = _stride_index(strides, cfg.level, "model.level (decoder)")
-    return [SelectLevels([index]) for _ in range(3)], 1, (dec_channels[index],) * 3
+    mask_index = _stride_index(strides, mask_level, "model.mask_level (decoder)")
+    fusions = [SelectLevels([index]), SelectLevels([index]), SelectLevels([mask_index])]
+    return fusions, 1, (dec_channels[index], dec_channels[index], dec_channels[mask_index])
 
 
 def _load_weights(cfg: ModelConfig, backbone: Backbone) -> None:
@@ -98,10 +103,12 @@ def _load_weights(cfg: ModelConfig, backbone: Backbone) -> None:
 def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
     """Assemble ``MaskConver`` from the model config.
 
-    Single-scale: centers, center embeddings and pixel embeddings at ``level``; with ASPP every
+    Single-scale: centers, center embeddings and pixel embeddings at ``level`` (pixel embeddings
+    at ``mask_level`` when set); with ASPP every
     head gets its own DeepLabv3+ sum-to-merge with the backbone map at that stride, with an FPN
     decoder the level is selected (the pyramid is built up to ``level`` only, so
-    ``decoder.max_level`` is ignored). Multi-scale: center heads on decoder levels
+    ``decoder.max_level`` is ignored, and down to ``mask_level`` when that is finer than
+    ``decoder.min_level``). Multi-scale: center heads on decoder levels
     ``min_level..max_level`` (shared convs, per-level norms), pixel head on the pyramid fusion at
     ``pixel_level``. Loads ``backbone.weights`` when set and prints the load summary.
     """

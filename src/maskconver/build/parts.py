@@ -134,13 +134,20 @@ def _fpn_max_level(cfg: ModelConfig) -> int:
     return cfg.decoder.max_level if cfg.multiscale else cfg.level
 
 
+def _fpn_min_level(cfg: ModelConfig) -> int:
+    """The pyramid's finest level: down to ``model.mask_level`` when the masks are finer."""
+    if cfg.multiscale or cfg.mask_level is None:
+        return cfg.decoder.min_level
+    return min(cfg.decoder.min_level, cfg.mask_level)
+
+
 def _maskconver_fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
     d = cfg.decoder
     return MaskConverFPN(
         backbone.channels,
         backbone.strides,
         channels=d.channels,
-        min_level=d.min_level,
+        min_level=_fpn_min_level(cfg),
         max_level=_fpn_max_level(cfg),
         fusion=d.fusion,
         separable=d.separable,
@@ -157,7 +164,7 @@ def _fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
         backbone.channels,
         backbone.strides,
         channels=d.channels,
-        min_level=d.min_level,
+        min_level=_fpn_min_level(cfg),
         max_level=_fpn_max_level(cfg),
         norm_layer=NORMS[d.norm](cfg),
         act_layer=get_act_layer(cfg.head.activation),
@@ -170,10 +177,10 @@ def _bifpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
         backbone.channels,
         backbone.strides,
         channels=d.channels,
-        min_level=d.min_level,
+        min_level=_fpn_min_level(cfg),
         max_level=d.max_level,
         num_repeats=d.bifpn_repeats,
-        num_outputs=None if cfg.multiscale else cfg.level - d.min_level + 1,
+        num_outputs=None if cfg.multiscale else cfg.level - _fpn_min_level(cfg) + 1,
         norm_layer=NORMS[d.norm](cfg),
         act_layer=get_act_layer(cfg.head.activation),
     )
@@ -185,7 +192,7 @@ def _convnext_unet(cfg: ModelConfig, backbone: Backbone) -> Decoder:
         backbone.channels,
         backbone.strides,
         channels=d.channels,
-        min_level=d.min_level,
+        min_level=_fpn_min_level(cfg),
         max_level=_fpn_max_level(cfg),
         repeats=tuple(d.unet_repeats),
         act_layer=get_act_layer("gelu"),
