@@ -77,6 +77,7 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), dpi=110)
     main_names = [n for n in results if n in MAIN or n.startswith("A6 eta")]
     plot_pq(axes[0], results, main_names, "main grid + eta")
+    axes[1].set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 12 curves: no repeated colour
     plot_pq(axes[1], results, [n for n in results if " lr " in n] + ["A0", "A6"], "LR x clipping")
     ax = axes[2]
     for name in ("A2", "A6"):

@@ -27,7 +27,11 @@ def run_arm(
     out: Path,
     data_root: str | None,
 ) -> dict[str, Any]:
-    """Train one (arm, seed) unless ``out/summary.json`` exists; returns its summary."""
+    """Train one (arm, seed) unless ``out/summary.json`` exists; returns its summary.
+
+    ``steps`` is the run's length unless the arm sets ``train.max_steps`` itself (an arm that
+    spends the same budget differently, e.g. half the batch for twice the steps).
+    """
     done = out / "summary.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -36,6 +40,8 @@ def run_arm(
     from maskconver.engine.step import NonFiniteLossError
     from maskconver.engine.train import train
 
+    own = [a.split("=", 1)[1] for a in arm if a.replace(" ", "").startswith("train.max_steps=")]
+    steps = int(own[-1]) if own else steps
     every = max(1, steps // EVALS)
     overrides = [
         *extra,

@@ -3,8 +3,9 @@
 What it does, in order (everything lands in ``--output-dir``):
 
 1. loads the ``tiny`` preset (plus ``--set`` overrides) and trains for the preset's
-   ``train.max_steps`` (a fixed budget, so the PQ does not depend on the machine's load; about
-   8-9 minutes on an idle 2-core CPU); ``--minutes M`` instead sizes the budget so that training
+   ``train.max_steps`` (a fixed budget, so the PQ does not depend on the machine's load, only on
+   the torch thread count: a different count is a different floating-point trajectory; about
+   12-14 minutes on a 2-core CPU); ``--minutes M`` instead sizes the budget so that training
    takes about M minutes here (a few training steps are timed first). The faster of 1 and the
    default number of torch threads is chosen by timing a few steps;
 2. trains on the procedural synthetic scenes (``engine.train.train``): ``metrics.jsonl``,
@@ -46,7 +47,7 @@ def register(subparsers: Any) -> None:
     """Add the ``quickstart`` subcommand."""
     p = subparsers.add_parser(
         "quickstart",
-        help="train + evaluate + predict on synthetic data in one command (about 10 minutes)",
+        help="train + evaluate + predict on synthetic data in one command (about 12-14 minutes)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
