@@ -64,7 +64,7 @@ LATENCY_SIZE = 128
 
 def cost(base: str, arm: list[str], extra: list[str]) -> dict[str, Any]:
     """Parameters, MACs and median latency (forward + merge, 1 thread) of an arm's model."""
-    from maskconver.commands.benchmark import benchmark
+    from maskconver.benchmarking.measure import benchmark
     from maskconver.data.synthetic import synthetic_categories
 
     report = benchmark(

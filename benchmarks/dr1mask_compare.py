@@ -43,7 +43,7 @@ LATENCY_SIZE = 128
 
 def cost(preset: str, extra: list[str]) -> dict[str, Any]:
     """Parameters, MACs and median latency (forward + post-processing, 1 thread)."""
-    from maskconver.commands.benchmark import benchmark
+    from maskconver.benchmarking.measure import benchmark
     from maskconver.data.synthetic import synthetic_categories
 
     report = benchmark(

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from maskconver import build
-from maskconver.build.maskconver import center_strides
 from maskconver.config import (
     BackboneConfig,
     ConfigError,
@@ -27,6 +26,7 @@ from maskconver.config import (
 from maskconver.data.synthetic import SyntheticPanoptic
 from maskconver.engine.loader import collate_train
 from maskconver.engine.step import TrainingModule
+from maskconver.meta.maskconver.build import center_strides
 
 NUM_CLASSES = 7
 BATCH = 2
@@ -122,7 +122,7 @@ def test_unknown_meta_architecture_is_a_clear_error() -> None:
         build.build_model(bad, NUM_CLASSES)
     with pytest.raises(ConfigError, match="\\['dr1mask', 'maskconver'\\]"):
         build.meta_architecture(bad)
-    assert build.meta_architecture(cfg.model) is build.META_ARCHITECTURES["maskconver"]
+    assert build.meta_architecture(cfg.model) is build.META_ARCHITECTURES["maskconver"]()
 
 
 def _teacher_slots(center_logits: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +222,7 @@ def test_every_preset_builds_through_the_table(name: str) -> None:
 
 
 def test_hard_sigmoid_reaches_peak_scores_and_mask_probabilities() -> None:
-    from maskconver.postprocess.peaks import hard_sigmoid
+    from maskconver.meta.maskconver.peaks import hard_sigmoid
 
     cfg = load_config("tiny", ["model.hard_sigmoid=true", *SMALL])
     model = build.build_model(cfg.model, NUM_CLASSES).eval()

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from maskconver.dr1mask.assign import (
+from maskconver.meta.dr1mask.assign import (
     assign_locations,
     interest_ranges,
     level_sizes,
     make_locations,
 )
-from maskconver.dr1mask.targets import DR1MaskTargetGenerator
+from maskconver.meta.dr1mask.targets import DR1MaskTargetGenerator
 
 
 def _setup(

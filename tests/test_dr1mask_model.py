@@ -16,10 +16,10 @@ import torch
 from maskconver import build
 from maskconver.config import Config, load_config
 from maskconver.data.synthetic import SyntheticPanoptic
-from maskconver.dr1mask.model import DR1MaskOutput
 from maskconver.engine.loader import collate_train
 from maskconver.engine.step import TrainingModule
 from maskconver.inference import TorchModel
+from maskconver.meta.dr1mask.model import DR1MaskOutput
 
 SMALL = [
     "model.decoder.channels=16",

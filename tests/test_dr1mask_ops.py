@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskconver.dr1mask.boxes import (
+from maskconver.meta.dr1mask.boxes import (
     box_iou,
     centerness_target,
     decode_distances,
@@ -21,8 +21,8 @@ from maskconver.dr1mask.boxes import (
     giou_loss,
     mask_boxes,
 )
-from maskconver.dr1mask.nms import batched_nms, nms, nms_keep
-from maskconver.dr1mask.roi_align import corner_shift, roi_align
+from maskconver.meta.dr1mask.nms import batched_nms, nms, nms_keep
+from maskconver.meta.dr1mask.roi_align import corner_shift, roi_align
 
 # --------------------------------------------------------------------------------------------
 # boxes

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from maskconver.dr1mask.criterion import DR1MaskCriterion
-from maskconver.dr1mask.model import DR1MaskOutput
-from maskconver.dr1mask.postprocess import DR1MaskPostProcessor
-from maskconver.dr1mask.targets import DR1MaskTargetBatch
-from maskconver.dr1mask.unified import (
+from maskconver.meta.dr1mask.criterion import DR1MaskCriterion
+from maskconver.meta.dr1mask.model import DR1MaskOutput
+from maskconver.meta.dr1mask.postprocess import DR1MaskPostProcessor
+from maskconver.meta.dr1mask.targets import DR1MaskTargetBatch
+from maskconver.meta.dr1mask.unified import (
     MASKED_LOGIT,
     UnifiedPanopticLayer,
     masked_unified_logits,

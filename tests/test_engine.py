@@ -15,7 +15,7 @@ from maskconver.data.types import PanopticSample
 from maskconver.engine.ema import ModelEma
 from maskconver.engine.loader import StepSampler, TrainSampleDataset, collate_train
 from maskconver.engine.optim import build_optimizer, lr_at, param_groups
-from maskconver.targets.types import Targets
+from maskconver.meta.maskconver.targets.types import Targets
 
 
 def _scalar_model(value: float) -> nn.Linear:

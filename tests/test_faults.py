@@ -529,8 +529,8 @@ def test_a_checkpoint_moved_away_from_its_weight_file_still_predicts(
 
 
 def test_the_merge_canvas_is_capped_with_a_warning() -> None:
-    from maskconver.outputs import MaskConverOutput
-    from maskconver.postprocess.panoptic import PanopticPostProcessor
+    from maskconver.meta.maskconver.outputs import MaskConverOutput
+    from maskconver.meta.maskconver.postprocess import PanopticPostProcessor
 
     logits = torch.full((1, 2, 8, 8), -5.0)
     logits[0, 0, :, :4] = 5.0  # proposal 0: the left half

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from maskconver.heads import (
+from maskconver.layers.norm import LayerNorm2d
+from maskconver.meta.maskconver.heads import (
     LightHead,
     MaskEmbeddingGenerator,
     PyramidFusion,
     SelectLevels,
     SumToMerge,
 )
-from maskconver.layers.norm import LayerNorm2d
 
 BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
 

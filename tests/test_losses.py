@@ -11,9 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from maskconver.data.types import PanopticSample, SegmentInfo
-from maskconver.losses import MaskConverCriterion, center_focal_loss, mask_bce_loss, mask_dice_loss
-from maskconver.outputs import MaskConverOutput
-from maskconver.targets import TargetBatch, TargetGenerator
+from maskconver.meta.maskconver.losses import (
+    MaskConverCriterion,
+    center_focal_loss,
+    mask_bce_loss,
+    mask_dice_loss,
+)
+from maskconver.meta.maskconver.outputs import MaskConverOutput
+from maskconver.meta.maskconver.targets import TargetBatch, TargetGenerator
 
 
 def sigmoid(x: float) -> float:

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskconver.outputs import MaskConverOutput
+from maskconver.meta.maskconver.outputs import MaskConverOutput
+from maskconver.meta.maskconver.postprocess import PanopticPostProcessor, rescale_logits
 from maskconver.postprocess.merge import descending_order, merge_proposals, sort_proposals
-from maskconver.postprocess.panoptic import PanopticPostProcessor, rescale_logits
 
 CATEGORIES = [11, 22, -1, 33, 44]  # class 2 maps to no category
 THINGS = [True, True, False, False, True]

@@ -14,8 +14,8 @@ import torch
 
 from maskconver.build import build_model
 from maskconver.config import load_config
-from maskconver.model import MaskConver
-from maskconver.outputs import MaskConverOutput
+from maskconver.meta.maskconver.model import MaskConver
+from maskconver.meta.maskconver.outputs import MaskConverOutput
 
 NUM_CLASSES = 7
 BATCH = 2

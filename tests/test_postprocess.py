@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from maskconver.outputs import MaskConverOutput
-from maskconver.postprocess.panoptic import PanopticPostProcessor, rescale_logits
-from maskconver.postprocess.peaks import find_peaks, gather_at_centers
+from maskconver.meta.maskconver.outputs import MaskConverOutput
+from maskconver.meta.maskconver.peaks import find_peaks, gather_at_centers
+from maskconver.meta.maskconver.postprocess import PanopticPostProcessor, rescale_logits
 
 NEG = float("-inf")  # sigmoid(-inf) == 0 exactly: background that is never a positive peak
 

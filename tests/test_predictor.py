@@ -16,7 +16,7 @@ from PIL import Image
 
 from maskconver.config import load_config
 from maskconver.data.image_io import ImageReadError
-from maskconver.outputs import PanopticPrediction
+from maskconver.postprocess.segments import PanopticPrediction
 from maskconver.predictor import Predictor, as_rgb_array
 
 TINY_RUN = [

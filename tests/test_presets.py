@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from maskconver import build
-from maskconver.commands.benchmark import count_macs, count_params
+from maskconver.benchmarking.measure import count_macs, count_params
 from maskconver.config import ConfigError, list_presets, load_config
 from maskconver.data.types import Category, CategorySet, PanopticSample, SegmentInfo
-from maskconver.heads import PyramidFusion, SelectLevels, SumToMerge
+from maskconver.meta.maskconver.heads import PyramidFusion, SelectLevels, SumToMerge
 
 
 def coco_like(label_space: str) -> CategorySet:

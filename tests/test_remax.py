@@ -18,11 +18,11 @@ from torch import nn
 from maskconver import build
 from maskconver.config import ConfigError, load_config
 from maskconver.data.types import PanopticSample, SegmentInfo
-from maskconver.losses import remax
-from maskconver.losses.criterion import MaskConverCriterion
-from maskconver.outputs import MaskConverOutput
-from maskconver.targets.generator import TargetGenerator
-from maskconver.targets.types import TargetBatch
+from maskconver.meta.maskconver.losses import remax
+from maskconver.meta.maskconver.losses.criterion import MaskConverCriterion
+from maskconver.meta.maskconver.outputs import MaskConverOutput
+from maskconver.meta.maskconver.targets.generator import TargetGenerator
+from maskconver.meta.maskconver.targets.types import TargetBatch
 
 # ----------------------------------------------------------------------------------------------
 # ReMask: S and the relaxed logits
@@ -300,7 +300,7 @@ REMAX = [
 
 
 def test_the_auxiliary_head_is_not_part_of_the_model() -> None:
-    from maskconver.commands.benchmark import benchmark
+    from maskconver.benchmarking.measure import benchmark
 
     plain_cfg, remax_cfg = load_config("tiny"), load_config("tiny", REMAX)
     torch.manual_seed(0)
@@ -385,8 +385,8 @@ def test_fusion_none_has_no_class_embedding() -> None:
 
 
 def test_region_stuff_comes_from_the_semantic_head() -> None:
+    from maskconver.meta.maskconver.postprocess import PanopticPostProcessor, semantic_stuff
     from maskconver.postprocess.merge import MergeCore
-    from maskconver.postprocess.panoptic import PanopticPostProcessor, semantic_stuff
 
     cfg = load_config("tiny", ["model.stuff_mode=region", "loss.semantic_weight=1.0"])
     model = build.build_model(cfg.model, 3).eval()
@@ -422,7 +422,7 @@ def test_region_stuff_comes_from_the_semantic_head() -> None:
     core = MergeCore(
         owner, torch.tensor([True]), torch.tensor([0]), torch.tensor([0.9]), torch.tensor([4])
     )
-    from maskconver.postprocess.panoptic import number_segments
+    from maskconver.meta.maskconver.postprocess import number_segments
 
     pred = number_segments(
         core,

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from maskconver.config import TrainConfig, load_config
 from maskconver.engine.optim import build_optimizer, param_groups, set_lr
-from maskconver.targets.types import TargetBatch, Targets
+from maskconver.meta.maskconver.targets.types import TargetBatch, Targets
 
 
 def _targets(value: float, k: int = 3, levels: int = 2) -> Targets:

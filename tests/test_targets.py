@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from maskconver.data.types import PanopticSample, SegmentInfo
-from maskconver.targets import (
+from maskconver.meta.maskconver.targets import (
     TargetBatch,
     TargetGenerator,
     box_center,

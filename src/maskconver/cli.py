@@ -41,9 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 DEBUG_ENV = "MASKCONVER_DEBUG"
 
 
@@ -55,12 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     failed run (``NonFiniteLossError``) or an unexpected error prints one line and exits with 1.
     ``--debug`` or ``MASKCONVER_DEBUG=1`` re-raises instead, with the traceback.
     """
-    from maskconver.errors import MaskconverError, one_line
+    from maskconver.errors import (
+        EXIT_BAD_INPUT,
+        EXIT_FAILED,
+        EXIT_INTERRUPTED,
+        MaskconverError,
+        fail,
+        one_line,
+    )
 
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    where = f"maskconver {getattr(args, 'command', '')}".rstrip()
+    command = str(getattr(args, "command", "") or "")
+    where = f"maskconver {command}".rstrip()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -70,14 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         if isinstance(e, MaskconverError):
-            print(f"{where}: error: {one_line(e)}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return fail(command, one_line(e), EXIT_BAD_INPUT)
         if isinstance(e, OSError):  # a missing / unreadable / unwritable file or a full disk
-            print(f"{where}: error: {one_line(e)}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return fail(command, one_line(e), EXIT_BAD_INPUT)
         if type(e).__name__ == "NonFiniteLossError":
-            print(f"{where}: error: {one_line(e)}", file=sys.stderr)
-            return EXIT_FAILED
+            return fail(command, one_line(e), EXIT_FAILED)
         print(
             f"{where}: unexpected error: {type(e).__name__}: {one_line(e)} (run with --debug "
             f"or {DEBUG_ENV}=1 for the traceback)",

@@ -1,10 +1,12 @@
 """The inference core below the user API: images in, panoptic predictions out, any backend.
 
-``predict_samples(model, postprocessor, samples)`` batches samples that went through the eval
-transform, calls the model through a narrow interface (``InferenceModel``: a float image batch
-in, raw proposals out) and merges each image back to its original size. ``TorchModel`` adapts an
-``nn.Module``; an onnxruntime session can stand in with the same call. ``Predictor`` (the user
-API) and ``engine.evaluate`` both run on this module.
+``predict_samples(model, postprocessor, samples)`` runs samples that went through the eval
+transform on one ``Backend``: ``backend.predict(samples, postprocessor)`` returns one
+``PanopticPrediction`` per sample at its original size. Two backends implement it:
+``TorchModel`` (an ``nn.Module``: a float image batch in, raw outputs out, then the
+post-processor's eager call) and ``export.runtime.OnnxPanopticModel`` (an onnxruntime session
+whose graph already holds the merge core: the post-processor only numbers the segments).
+``Predictor`` (the user API) and ``engine.evaluate`` both run on this module.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from torch import Tensor, nn
 
 from maskconver.data.image_io import load_image, pil_to_rgb_array
 from maskconver.data.types import PanopticSample
-from maskconver.outputs import PanopticPrediction
-from maskconver.postprocess.panoptic import Proposals
+from maskconver.postprocess.segments import PanopticPrediction
 
 ImageInput = np.ndarray | Image.Image | str | Path
 RGB_CHANNELS = 3
@@ -59,20 +60,19 @@ class PostProcessor(Protocol):
         ...
 
 
-class InferenceModel(Protocol):
-    """A model as the inference core sees it.
+class Backend(Protocol):
+    """What the inference core runs on.
 
-    ``model(images)`` takes ``[B, 3, H, W]`` float32 RGB in 0..255 (CPU tensor; the padding
-    holds the mean colour) and returns raw proposals: ``mask_logits [B, K, hm, wm]`` covering the
-    whole input, ``scores [B, K]`` and ``classes [B, K]``.
+    Implemented by ``TorchModel`` (a torch module) and ``export.runtime.OnnxPanopticModel`` (an
+    onnxruntime session).
     """
 
-    def __call__(self, images: Tensor) -> Proposals:
-        """``[B, 3, H, W]`` float images in 0..255 -> raw proposals.
+    def predict(
+        self, samples: Sequence[PanopticSample], postprocessor: PostProcessor
+    ) -> list[PanopticPrediction]:
+        """One prediction per transformed sample, at its original size.
 
-        A backend whose graph also runs the merge (the onnxruntime backend) instead provides
-        ``merge_samples(samples) -> [(MergeCore, semantic_logits | None, sizes)]``, and the core
-        only numbers the segments.
+        Each sample has ``image`` and ``meta['valid_size']``, ``meta['orig_size']``.
         """
         ...
 
@@ -164,33 +164,45 @@ class TorchModel:
         frozen, layout = self._frozen[key]
         return layout.rebuild(frozen(images))
 
-    def __call__(self, images: Tensor) -> Proposals:
-        """Forward a ``[B, 3, H, W]`` batch; returns the module's output."""
+    def __call__(self, images: Tensor) -> Any:
+        """Forward a ``[B, 3, H, W]`` float batch (0..255); returns the module's raw output."""
         images = images.to(self.device)
         with torch.inference_mode():
             if self.optimize:
                 return self._optimized(images.contiguous(memory_format=torch.channels_last))
             module = self._compiled if self._compiled is not None else self.module
-            out: Proposals = module(images)
-        return out
+            return module(images)
+
+    def predict(
+        self, samples: Sequence[PanopticSample], postprocessor: PostProcessor
+    ) -> list[PanopticPrediction]:
+        """Batch the samples (padded with the mean colour), forward, post-process each image."""
+        images = images_to_tensor([s.image for s in samples])
+        outputs = self(images)
+        valid_sizes = [_size_of(s.meta.get("valid_size"), "valid_size") for s in samples]
+        output_sizes = [_size_of(s.meta.get("orig_size"), "orig_size") for s in samples]
+        with torch.inference_mode():
+            return postprocessor(
+                outputs,
+                input_size=(int(images.shape[-2]), int(images.shape[-1])),
+                valid_sizes=valid_sizes,
+                output_sizes=output_sizes,
+            )
 
 
-class MergingModel(Protocol):
-    """A backend whose graph also runs the merge's tensor core (the onnxruntime backend)."""
-
-    def merge_samples(
-        self, samples: Sequence[PanopticSample]
-    ) -> list[tuple[Any, Tensor | None, dict[str, Any]]]:
-        """Per transformed sample: ``(MergeCore, semantic_logits | None, sizes)``."""
-        ...
+AnyModel = nn.Module | Backend
 
 
-AnyModel = nn.Module | InferenceModel | MergingModel
-
-
-def as_model(model: AnyModel, device: str | torch.device = "cpu") -> Any:
-    """An ``InferenceModel``: modules are wrapped in ``TorchModel``, anything else is kept."""
-    return TorchModel(model, device) if isinstance(model, nn.Module) else model
+def as_backend(model: AnyModel, device: str | torch.device = "cpu") -> Backend:
+    """A ``Backend``: a module is wrapped in ``TorchModel`` on ``device``, a backend is kept."""
+    if isinstance(model, nn.Module):
+        return TorchModel(model, device)
+    if not callable(getattr(model, "predict", None)):
+        raise TypeError(
+            f"expected an nn.Module or a backend with predict(samples, postprocessor), got "
+            f"{type(model).__name__}"
+        )
+    return model
 
 
 def as_rgb_array(image: ImageInput) -> np.ndarray:
@@ -270,37 +282,19 @@ def predict_samples(
     *,
     device: str | torch.device = "cpu",
 ) -> list[PanopticPrediction]:
-    """Batched forward + panoptic merge of samples that went through the eval transform.
+    """Forward + panoptic merge of samples that went through the eval transform.
 
     Args:
-        model: an ``InferenceModel``, or a module (wrapped in ``TorchModel`` on ``device``).
+        model: a ``Backend``, or a module (wrapped in ``TorchModel`` on ``device``).
         postprocessor: the panoptic post-processor (``build.build_postprocessor``).
         samples: transformed samples; each has ``image [S, S, 3]`` uint8 and
             ``meta['valid_size']`` (the resized image's (h, w) inside the padded input) and
             ``meta['orig_size']`` (the original (H, W)).
-        device: where a module's forward runs (ignored for other models).
+        device: where a module's forward runs (ignored for other backends).
 
     Returns:
         One ``PanopticPrediction`` per sample at its original size ``[H, W]``.
     """
     if not samples:
         return []
-    merge_samples = getattr(model, "merge_samples", None)
-    if merge_samples is not None:  # a backend with the merge in its graph (onnxruntime)
-        finish = getattr(postprocessor, "finish")  # noqa: B009 - PanopticPostProcessor.finish
-        with torch.inference_mode():
-            return [
-                finish(core, semantic_logits=semantic, **sizes)
-                for core, semantic, sizes in merge_samples(samples)
-            ]
-    images = images_to_tensor([s.image for s in samples])
-    outputs = as_model(model, device)(images)
-    valid_sizes = [_size_of(s.meta.get("valid_size"), "valid_size") for s in samples]
-    output_sizes = [_size_of(s.meta.get("orig_size"), "orig_size") for s in samples]
-    with torch.inference_mode():
-        return postprocessor(
-            outputs,
-            input_size=(int(images.shape[-2]), int(images.shape[-1])),
-            valid_sizes=valid_sizes,
-            output_sizes=output_sizes,
-        )
+    return as_backend(model, device).predict(samples, postprocessor)

@@ -14,7 +14,8 @@ transform (``ResizePad``) fits the longest side to ``cfg.eval.input_size`` and p
 prediction comes back at the image's original resolution.
 
 The batch inference itself (``predict_samples``) lives in ``maskconver.inference``, shared with
-``engine/evaluate.py``; any ``InferenceModel`` (a module, or another backend) can drive it.
+``engine/evaluate.py``; any ``inference.Backend`` (a torch module, or an onnxruntime session)
+can drive it.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from maskconver.inference import (
     AnyModel,
     ImageInput,
     PostProcessor,
-    as_model,
+    as_backend,
     as_rgb_array,
     predict_samples,
 )
-from maskconver.outputs import PanopticPrediction
+from maskconver.postprocess.segments import PanopticPrediction
 
 DEFAULT_BATCH_SIZE = 8
 
@@ -47,10 +48,10 @@ class Predictor:
 
     Args:
         model: the network (a module, put in eval mode on ``device``) or any
-            ``InferenceModel`` (images in, raw proposals out).
+            ``inference.Backend`` (e.g. an onnxruntime session).
 
     Attributes:
-        model: the ``InferenceModel`` that runs the forward.
+        model: the ``inference.Backend`` that runs it.
         cfg: the resolved config stored in the checkpoint.
         categories: the dataset's categories (ids, names, thing/stuff, colours).
         device: where inference runs.
@@ -66,7 +67,7 @@ class Predictor:
         transform: Callable[[PanopticSample], PanopticSample],
         device: str | torch.device = "cpu",
     ) -> None:
-        self.model = as_model(model, device)
+        self.model = as_backend(model, device)
         self.cfg = cfg
         self.categories = categories
         self.postprocessor = postprocessor

@@ -19,7 +19,7 @@ from scipy import ndimage
 from maskconver.data.types import PADDING, VOID, CategorySet, PanopticSample, SegmentInfo
 
 if TYPE_CHECKING:
-    from maskconver.outputs import PanopticPrediction
+    from maskconver.postprocess.segments import PanopticPrediction
 
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895  # hue step between generated category colours
 GENERATED_SATURATION, GENERATED_VALUE = 0.65, 0.9

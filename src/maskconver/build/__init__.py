@@ -1,26 +1,25 @@
 """The only bridge from ``maskconver.config`` to objects: named choices are dict literals here.
 
-Tables: ``META_ARCHITECTURES`` (below: a model with the target generator, criterion,
-post-processor and teacher-forced training call that go with it), ``BACKBONES``, ``DECODERS`` and
-``NORMS`` (``build/parts.py``). ``build_model(cfg.model, num_classes)``,
-``build_target_generator``, ``build_criterion`` and ``build_postprocessor`` dispatch on
-``cfg.model.meta_architecture``; the transforms are shared. Imports of optional parts (backbone
-families, targets, losses, data transforms) happen inside the builder that needs them, so
-building a tiny model never imports ResNet or scipy code.
+Tables: ``META_ARCHITECTURES`` (below: name -> the ``meta.base.MetaArchitecture`` entry of
+that package, ``maskconver.meta.<name>.build.ENTRY``: a model with the target generator,
+criterion, post-processor, teacher-forced training call and export graph that go with it),
+``BACKBONES``, ``DECODERS`` and ``NORMS`` (``build/parts.py``). ``build_model(cfg.model,
+num_classes)``, ``build_target_generator``, ``build_criterion`` and ``build_postprocessor``
+dispatch on ``cfg.model.meta_architecture``; the transforms are shared. Every table entry
+imports its module when it is called, so building the tiny MaskConver imports neither ResNet,
+nor DR1Mask, nor onnxruntime (``tests/test_structure.py`` checks it on ``sys.modules``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from maskconver.build import dr1mask as _dr1
-from maskconver.build import maskconver as _mc
 from maskconver.build.parts import BACKBONES, DECODERS, NORMS, build_backbone, build_decoder
 from maskconver.config import Config, ConfigError, ModelConfig
+from maskconver.meta.base import MetaArchitecture
 
 if TYPE_CHECKING:
     from maskconver.data.types import CategorySet, PanopticSample
@@ -62,60 +61,24 @@ def resolve_num_classes(cfg: Config, categories: CategorySet) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Meta-architectures
+# Meta-architectures: one package each (``maskconver.meta.<name>``), imported when named
 
 
-@dataclass(frozen=True)
-class MetaArchitecture:
-    """Everything that changes with the meta-architecture.
+def _maskconver() -> MetaArchitecture:
+    from maskconver.meta.maskconver.build import ENTRY
 
-    Attributes:
-        build_model: ``(cfg.model, num_classes) -> model``; ``model(images)`` runs inference.
-        build_target_generator: ``(cfg, categories, num_classes) -> (sample -> targets)``.
-        build_criterion: ``(cfg, num_classes) -> criterion``; ``criterion(outputs, targets)``
-            returns a dict of named scalar losses whose ``"loss"`` is the total. It may own
-            training-only parameters (they are optimised and checkpointed with the model).
-        build_postprocessor: ``(cfg, categories, num_classes) -> post-processor`` turning the
-            model's outputs into panoptic predictions (``inference.PostProcessor``: a call on a
-            batch, and ``finish`` on a merge core from any backend).
-        teacher_forward: ``(model, images, targets) -> outputs``: how the training loop calls
-            the (possibly DDP-wrapped) model with a batch's targets.
-        build_export_module: ``(model, post-processor) -> module`` of the ONNX graph
-            (``(image, valid_size, output_size) -> merge core + raw outputs``) with its
-            ``output_names``.
-    """
-
-    build_model: Callable[[ModelConfig, int], nn.Module]
-    build_target_generator: Callable[[Config, CategorySet, int], Callable[[PanopticSample], Any]]
-    build_criterion: Callable[[Config, int], nn.Module]
-    build_postprocessor: Callable[[Config, CategorySet, int], PostProcessor]
-    teacher_forward: Callable[[nn.Module, Tensor, Any], Any]
-    build_export_module: Callable[[nn.Module, Any], nn.Module]
+    return ENTRY
 
 
-def _maskconver_export_module(model: nn.Module, postprocessor: Any) -> nn.Module:
-    from maskconver.export.module import PanopticExportModule
+def _dr1mask() -> MetaArchitecture:
+    from maskconver.meta.dr1mask.build import ENTRY
 
-    return PanopticExportModule(model, postprocessor)
+    return ENTRY
 
 
-META_ARCHITECTURES: dict[str, MetaArchitecture] = {
-    "maskconver": MetaArchitecture(
-        build_model=_mc.build_model,
-        build_target_generator=_mc.build_target_generator,
-        build_criterion=_mc.build_criterion,
-        build_postprocessor=_mc.build_postprocessor,
-        teacher_forward=_mc.teacher_forward,
-        build_export_module=_maskconver_export_module,
-    ),
-    "dr1mask": MetaArchitecture(
-        build_model=_dr1.build_model,
-        build_target_generator=_dr1.build_target_generator,
-        build_criterion=_dr1.build_criterion,
-        build_postprocessor=_dr1.build_postprocessor,
-        teacher_forward=_dr1.teacher_forward,
-        build_export_module=_dr1.build_export_module,
-    ),
+META_ARCHITECTURES: dict[str, Callable[[], MetaArchitecture]] = {
+    "maskconver": _maskconver,
+    "dr1mask": _dr1mask,
 }
 
 
@@ -127,7 +90,7 @@ def meta_architecture(cfg: ModelConfig) -> MetaArchitecture:
             f"model.meta_architecture: unknown meta-architecture {name!r}; "
             f"choose from {sorted(META_ARCHITECTURES)}"
         )
-    return META_ARCHITECTURES[name]
+    return META_ARCHITECTURES[name]()
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:

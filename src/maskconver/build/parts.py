@@ -13,15 +13,7 @@ from torch import nn
 
 from maskconver.backbones.base import Backbone
 from maskconver.config import BackboneConfig, ConfigError, ModelConfig
-from maskconver.decoders import (
-    ASPP,
-    FPN,
-    BiFPN,
-    ConvNeXtUNet,
-    Decoder,
-    DR1Basis,
-    MaskConverFPN,
-)
+from maskconver.decoders.base import Decoder
 from maskconver.layers.activation import get_act_layer
 from maskconver.layers.norm import FrozenBatchNorm2d, LayerNorm2d
 from maskconver.layers.types import NormLayer
@@ -116,6 +108,8 @@ BACKBONES: dict[str, Callable[[BackboneConfig, NormLayer], Backbone]] = {
 
 
 def _aspp(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    from maskconver.decoders.aspp import ASPP
+
     d = cfg.decoder
     return ASPP(
         backbone.channels[-1],
@@ -142,6 +136,8 @@ def _fpn_min_level(cfg: ModelConfig) -> int:
 
 
 def _maskconver_fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    from maskconver.decoders.maskconver_fpn import MaskConverFPN
+
     d = cfg.decoder
     return MaskConverFPN(
         backbone.channels,
@@ -159,6 +155,8 @@ def _maskconver_fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
 
 
 def _fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    from maskconver.decoders.fpn import FPN
+
     d = cfg.decoder
     return FPN(
         backbone.channels,
@@ -172,6 +170,8 @@ def _fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
 
 
 def _bifpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    from maskconver.decoders.bifpn import BiFPN
+
     d = cfg.decoder
     return BiFPN(
         backbone.channels,
@@ -187,6 +187,8 @@ def _bifpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
 
 
 def _convnext_unet(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    from maskconver.decoders.convnext_unet import ConvNeXtUNet
+
     d = cfg.decoder
     return ConvNeXtUNet(
         backbone.channels,
@@ -205,6 +207,8 @@ def head_levels(cfg: ModelConfig) -> list[int]:
 
 
 def _dr1basis(cfg: ModelConfig, backbone: Backbone) -> Decoder:
+    from maskconver.decoders.dr1basis import DR1Basis
+
     d, r = cfg.decoder, cfg.decoder.dr1
     return DR1Basis(
         backbone.channels,
@@ -233,6 +237,14 @@ DECODERS: dict[str, Callable[[ModelConfig, Backbone], Decoder]] = {
     "convnext_unet": _convnext_unet,
     "dr1basis": _dr1basis,
 }
+
+
+def load_weights(cfg: ModelConfig, backbone: Backbone) -> None:
+    """Load ``model.backbone.weights`` (a torchvision-named file) when set; print the report."""
+    if cfg.backbone.weights:
+        from maskconver.backbones.weights import load_backbone_weights
+
+        print(load_backbone_weights(backbone, cfg.backbone.weights).summary())
 
 
 def build_backbone(cfg: ModelConfig) -> Backbone:

@@ -13,9 +13,7 @@ from typing import Any
 
 from maskconver.commands.common import add_overrides
 from maskconver.config import ConfigError, dump_config, list_presets, load_config, resolve_preset
-
-EXIT_OK = 0
-EXIT_USAGE = 2
+from maskconver.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
 def register(subparsers: Any) -> None:
@@ -52,7 +50,7 @@ def run_show(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"config: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_BAD_INPUT
     print(dump_config(cfg), end="")
     return EXIT_OK
 

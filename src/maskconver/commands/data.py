@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from maskconver.errors import EXIT_OK
+
 DEFAULT_SPLIT = "train2017"
 PANOPTIC_JSON_PREFIX = "panoptic_"
 IMAGE_FILE_MODES = ("copy", "hardlink", "symlink")
@@ -216,7 +218,7 @@ def run_synth(args: argparse.Namespace) -> int:
     for split, count in (("train2017", args.train), ("val2017", args.val)):
         images, json_path, png_dir = standard_paths(args.out, split)
         print(f"{split}: {count} images in {images}, annotations {json_path} + {png_dir}/")
-    return 0
+    return EXIT_OK
 
 
 def _finish_report(report: Any, args: argparse.Namespace) -> int:
@@ -224,7 +226,7 @@ def _finish_report(report: Any, args: argparse.Namespace) -> int:
     if args.report is not None:
         report.write_json(args.report)
         print(f"report: {args.report}")
-    return 0
+    return EXIT_OK
 
 
 def _output_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -407,7 +409,7 @@ def run_show(args: argparse.Namespace) -> int:
     if written == 0:
         raise DatasetError(f"no picture written ({skipped} images could not be read)")
     print(f"wrote {written} pictures to {out_dir}" + (f" ({skipped} skipped)" if skipped else ""))
-    return 0
+    return EXIT_OK
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -425,4 +427,4 @@ def run_stats(args: argparse.Namespace) -> int:
         print(json.dumps({"root": root, "splits": results}, indent=2))
     else:
         print("\n\n".join(format_stats(r) for r in results))
-    return 0
+    return EXIT_OK

@@ -26,10 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from maskconver.errors import EXIT_BAD_INPUT, EXIT_OK, fail, one_line
+
 if TYPE_CHECKING:
     from maskconver.data.types import CategorySet
 
-EXIT_BAD_INPUT = 2
 FILES_ARGS = ("gt_json", "gt_dir", "pred_json", "pred_dir")
 MODEL_ARGS = ("checkpoint", "data_root")
 MODEL_ONLY_ARGS = (
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             metrics=parse_metric_names(args.metrics or "all"),
         )
     except (OSError, ValueError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(metrics))
     if args.output:
@@ -163,19 +164,10 @@ def run(args: argparse.Namespace) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         except OSError as e:
-            print(f"error: cannot write {out}: {_one_line(e)}", file=sys.stderr)
+            print(f"error: cannot write {out}: {one_line(e)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         print(f"metrics written to {out}")
-    return 0
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
-def _fail(message: str) -> int:
-    print(f"maskconver evaluate: error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return EXIT_OK
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
@@ -200,15 +192,15 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
             setattr(args, name, None)
     problem = check_model_source(args)
     if problem:
-        return _fail(problem)
+        return fail("evaluate", problem)
     source = Path(onnx_path or args.checkpoint)
     if not source.exists():
-        return _fail(f"{'model' if onnx_path else 'checkpoint'} not found: {source}")
+        return fail("evaluate", f"{'model' if onnx_path else 'checkpoint'} not found: {source}")
     data_root = getattr(args, "data_root", None)
     if not data_root:
-        return _fail("--data-root is required to evaluate a checkpoint")
+        return fail("evaluate", "--data-root is required to evaluate a checkpoint")
     if not Path(data_root).is_dir():
-        return _fail(f"data root is not a folder: {data_root}")
+        return fail("evaluate", f"data root is not a folder: {data_root}")
     transform = None
     try:
         if onnx_path:
@@ -226,16 +218,17 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
                 torch.set_num_threads(args.threads)
             model, cfg, categories, num_classes = load_model(source, use_ema=True, device="cpu")
     except (OSError, ValueError, KeyError, CheckpointError) as e:
-        return _fail(f"cannot load {source}: {e}")
+        return fail("evaluate", f"cannot load {source}: {e}")
     split = getattr(args, "split", None) or cfg.data.val_split
     try:
         dataset = CocoPanopticDataset(data_root, split, label_space=cfg.model.label_space)
     except (OSError, ValueError, KeyError) as e:
-        return _fail(f"cannot read dataset {data_root} split {split}: {e}")
+        return fail("evaluate", f"cannot read dataset {data_root} split {split}: {e}")
     unknown = _unknown_categories(dataset, categories)
     if unknown:
-        return _fail(
-            f"dataset {data_root} has category ids {unknown} that the checkpoint does not know"
+        return fail(
+            "evaluate",
+            f"dataset {data_root} has category ids {unknown} that the checkpoint does not know",
         )
     batch_size = getattr(args, "batch_size", None) or cfg.eval.batch_size
     save = getattr(args, "save_predictions", None)
@@ -243,7 +236,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     try:
         names = parse_metric_names(metric_names) if metric_names else None
     except ValueError as e:
-        return _fail(f"--metrics: {e}")
+        return fail("evaluate", f"--metrics: {e}")
     results = evaluate_model(
         model,
         dataset,
@@ -267,7 +260,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(_jsonable(results), indent=2))
         print(f"metrics: {output}")
-    return 0
+    return EXIT_OK
 
 
 def _unknown_categories(dataset: Any, categories: CategorySet) -> list[int]:

@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_USAGE = 2
+from maskconver.errors import EXIT_OK, fail
+
 DEFAULT_CALIBRATION_IMAGES = 32
 
 
@@ -64,11 +64,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.set_defaults(func=run)
-
-
-def _fail(message: str) -> int:
-    print(f"maskconver export: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def calibration_inputs(
@@ -123,18 +118,20 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():
-        return _fail(f"checkpoint not found: {checkpoint}")
+        return fail("export", f"checkpoint not found: {checkpoint}")
     output: Path = args.output
     if output.suffix.lower() != ".onnx":
-        return _fail(f"--output must end in .onnx, got {output}")
+        return fail("export", f"--output must end in .onnx, got {output}")
     if output.resolve().is_relative_to(checkpoint.resolve()) and checkpoint.is_dir():
-        return _fail(f"--output {output} is inside the checkpoint folder; choose another path")
+        return fail(
+            "export", f"--output {output} is inside the checkpoint folder; choose another path"
+        )
     if output.exists() and not args.overwrite:
-        return _fail(f"{output} exists; pass --overwrite to replace it")
+        return fail("export", f"{output} exists; pass --overwrite to replace it")
     if args.calibration_images is not None and args.int8 != "static":
-        return _fail("--calibration-images goes with --int8 static")
+        return fail("export", "--calibration-images goes with --int8 static")
     if args.calibration_images is not None and not args.calibration_images.is_dir():
-        return _fail(f"calibration folder not found: {args.calibration_images}")
+        return fail("export", f"calibration folder not found: {args.calibration_images}")
     float_path = output.with_suffix(".fp32.onnx") if args.int8 else output
     try:
         meta = export_onnx(
@@ -156,5 +153,5 @@ def run(args: argparse.Namespace) -> int:
                 f"{output}"
             )
     except (ExportError, CheckpointError, OSError, ValueError) as e:
-        return _fail(str(e))
+        return fail("export", str(e))
     return EXIT_OK

@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from maskconver.commands.common import add_model_source, check_model_source
+from maskconver.errors import EXIT_FAILED, EXIT_OK, fail
 from maskconver.files import process_alive
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 DEFAULT_BATCH_SIZE = 8
 PREDICTIONS_JSON = "predictions.json"
 LOCK_FILE = ".maskconver-predict.lock"
@@ -233,11 +231,6 @@ class OutputLock:
         self.path.unlink(missing_ok=True)
 
 
-def _fail(message: str) -> int:
-    print(f"maskconver predict: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def load_predictor(args: argparse.Namespace) -> Any:
     """The ``Predictor`` of ``--checkpoint`` (torch) or ``--model`` (onnxruntime)."""
     from maskconver.predictor import Predictor
@@ -263,21 +256,21 @@ def load_predictor(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Predict every input image; returns 0 if any succeeded."""
     if args.batch_size < 1:
-        return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+        return fail("predict", f"--batch-size must be >= 1, got {args.batch_size}")
     problem = check_model_source(args)
     source = args.checkpoint or args.model
     if problem is None and not Path(source).exists():
         problem = f"{'checkpoint' if args.checkpoint else 'model'} not found: {source}"
     if problem:
-        return _fail(problem)
+        return fail("predict", problem)
     paths, problems = collect_images(list(args.input))
     for message in problems:
         print(f"warning: {message}", file=sys.stderr)
     if not paths:
-        return _fail("no input images")
+        return fail("predict", "no input images")
     output: Path = args.output
     if output.exists() and not output.is_dir():
-        return _fail(f"--output {output} is a file, not a folder")
+        return fail("predict", f"--output {output} is a file, not a folder")
     stems = unique_stems(paths)
     planned = planned_outputs(output, stems, overlay=not args.no_overlay)
     try:
@@ -292,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
             (output / PREDICTIONS_JSON).unlink(missing_ok=True)
             done, failed = _predict_all(predictor, paths, stems, ids, output, args)
     except PredictError as e:
-        return _fail(str(e))
+        return fail("predict", str(e))
     print(f"{done} image(s) predicted into {output} ({PREDICTIONS_JSON}, <stem>.png", end="")
     print(")" if args.no_overlay else ", <stem>_overlay.jpg)")
     if failed:

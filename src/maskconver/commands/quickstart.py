@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from maskconver.commands.common import add_overrides
+from maskconver.errors import EXIT_OK, fail
 
 PRESET = "tiny"
 DEFAULT_OUTPUT = Path("runs/quickstart")
@@ -37,8 +37,6 @@ HELDOUT_IMAGES = 6
 HELDOUT_STREAM = 2  # synthetic sample stream disjoint from train (0) and val (1)
 PICTURE_SCALE = 3  # pictures are drawn at 3x the scene size
 VAL_SPLIT = "val2017"
-EXIT_OK = 0
-EXIT_USAGE = 2
 PQ_AGREEMENT_TOLERANCE = 1e-9
 MARKER = ".maskconver-quickstart"  # marks a folder the quickstart may replace on the next run
 
@@ -93,11 +91,6 @@ def _check_output(out: Path, overwrite: bool) -> str | None:
     return None
 
 
-def _fail(message: str) -> int:
-    print(f"maskconver quickstart: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the whole quickstart; returns 0 on success, 2 on bad arguments.
 
@@ -111,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
 
     wall_start = time.perf_counter()
     if args.threads is not None and args.threads < 1:
-        return _fail(f"--threads must be >= 1, got {args.threads}")
+        return fail("quickstart", f"--threads must be >= 1, got {args.threads}")
     if args.minutes is not None and args.minutes <= 0:
-        return _fail(f"--minutes must be > 0, got {args.minutes}")
+        return fail("quickstart", f"--minutes must be > 0, got {args.minutes}")
     out: Path = args.output_dir
     problem = _check_output(out, args.overwrite)
     if problem:
-        return _fail(problem)
+        return fail("quickstart", problem)
     threads_before = torch.get_num_threads()
     try:
         cfg = plan_run(
@@ -127,9 +120,10 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
         if cfg.data.root is not None:
-            return _fail(
+            return fail(
+                "quickstart",
                 "the quickstart trains on synthetic data; use `maskconver train "
-                "--data-root` for a dataset"
+                "--data-root` for a dataset",
             )
         if out.exists() and any(out.iterdir()):
             print(f"quickstart: replacing the earlier run in {out}")
@@ -140,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         )
         results = run_quickstart(cfg, out, progress=not args.no_progress)
     except ConfigError as e:
-        return _fail(str(e))
+        return fail("quickstart", str(e))
     finally:
         torch.set_num_threads(threads_before)
     results["wall_time_s"] = time.perf_counter() - wall_start

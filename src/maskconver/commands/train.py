@@ -19,15 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from maskconver.commands.common import add_overrides
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from maskconver.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, fail, one_line
 
 
 def register(subparsers: Any) -> None:
@@ -53,26 +49,20 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"maskconver train: error: {message}", file=sys.stderr)
-    return code
-
-
 def run(args: argparse.Namespace) -> int:
     """Load the config, train, print the summary as JSON; returns the exit code."""
     from maskconver.config import ConfigError, load_config
     from maskconver.data.coco_panoptic import DatasetError
     from maskconver.engine.checkpoint import CheckpointError
     from maskconver.engine.train import NonFiniteLossError, train
-    from maskconver.errors import one_line
 
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
-        return _fail(str(e), EXIT_USAGE)
+        return fail("train", str(e), EXIT_BAD_INPUT)
     if args.threads is not None:
         if args.threads < 1:
-            return _fail(f"--threads must be >= 1, got {args.threads}", EXIT_USAGE)
+            return fail("train", f"--threads must be >= 1, got {args.threads}", EXIT_BAD_INPUT)
         import torch
 
         torch.set_num_threads(args.threads)
@@ -85,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except (ConfigError, FileExistsError, DatasetError, CheckpointError) as e:
-        return _fail(one_line(e), EXIT_USAGE)  # bad input: exit 2
+        return fail("train", one_line(e), EXIT_BAD_INPUT)  # bad input: exit 2
     except NonFiniteLossError as e:
-        return _fail(one_line(e), EXIT_FAILED)  # the run itself failed
+        return fail("train", one_line(e), EXIT_FAILED)  # the run itself failed
     if os.environ.get("RANK", "0") == "0":  # torchrun sets RANK; print the summary once
         print(json.dumps(summary, indent=2, default=str))
     return EXIT_OK

@@ -118,3 +118,16 @@ def cleanup() -> None:
     """Leave the process group (safe to call twice)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wrap_ddp(
+    module: torch.nn.Module, info: DistInfo
+) -> torch.nn.parallel.DistributedDataParallel | None:
+    """``module`` in ``DistributedDataParallel`` when several processes train, else None.
+
+    Wrap after loading a checkpoint: DDP starts every rank from rank 0's weights.
+    """
+    if not info.distributed:
+        return None
+    device_ids = [info.local_rank] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)

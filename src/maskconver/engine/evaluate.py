@@ -28,7 +28,7 @@ from tqdm import tqdm
 from maskconver.config import Config
 from maskconver.data.types import CategorySet, PanopticSample
 from maskconver.engine.distributed import all_reduce_sum, get_rank, get_world_size
-from maskconver.inference import InferenceModel, as_model, predict_samples
+from maskconver.inference import Backend, as_backend, predict_samples
 
 
 class PanopticDataset(Protocol):
@@ -66,7 +66,7 @@ def _reduce_metrics(metric: Any, device: str | torch.device) -> None:
 
 
 def evaluate_model(
-    model: nn.Module | InferenceModel,
+    model: nn.Module | Backend,
     dataset: PanopticDataset,
     *,
     cfg: Config,
@@ -85,7 +85,7 @@ def evaluate_model(
 
     Args:
         model: a module (put in eval mode here and restored afterwards) or any
-            ``InferenceModel`` (images in, raw proposals out).
+            ``inference.Backend`` (e.g. an onnxruntime session).
         dataset: indexable ``PanopticSample`` source with original-resolution ground truth.
         cfg: the run's config (eval transform and post-processing thresholds).
         categories: the dataset categories the model was trained with.
@@ -123,7 +123,7 @@ def evaluate_model(
     writer = _make_writer(save_dir, categories)
     module = model if isinstance(model, nn.Module) else None
     was_training = module.training if module is not None else False
-    runner = as_model(model, device)  # a module goes to eval mode on ``device``
+    runner = as_backend(model, device)  # a module goes to eval mode on ``device``
     bar = tqdm(
         total=len(indices),
         desc="evaluate",

@@ -20,7 +20,6 @@ import torch
 from PIL import UnidentifiedImageError
 
 from maskconver.data.types import PanopticSample
-from maskconver.targets.types import TargetBatch, Targets
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,8 @@ class TrainSampleDataset:
     Args:
         base: the panoptic dataset.
         transforms: ``transforms(sample, rng) -> sample`` producing a fixed-size training crop.
-        target_generator: ``target_generator(sample) -> Targets``.
+        target_generator: ``target_generator(sample) -> targets`` (a meta-architecture's
+            per-image targets, whose class names its ``batch_type``).
         copy_paste: optional ``copy_paste(sample, other, rng)``; the partner is another index
             drawn from the sample's rng. It is passed raw when the copy-paste has its own
             ``jitter`` (the reference's second scale range), else after ``transforms``.
@@ -77,7 +77,7 @@ class TrainSampleDataset:
         base: PanopticSource,
         *,
         transforms: Transform,
-        target_generator: Callable[[PanopticSample], Targets],
+        target_generator: Callable[[PanopticSample], Any],
         copy_paste: CopyPaste | None = None,
         seed: int,
         skip_bad: bool = False,
@@ -137,7 +137,7 @@ class TrainItem(NamedTuple):
     """One training sample: ``image [3, H, W]`` float32, its targets, samples skipped for it."""
 
     image: torch.Tensor
-    targets: Targets
+    targets: Any  # a meta-architecture's per-image targets
     skipped: int = 0
 
 
@@ -145,22 +145,27 @@ class TrainBatch(NamedTuple):
     """A micro-batch: ``images [B, 3, H, W]``, stacked targets, unreadable samples skipped."""
 
     images: torch.Tensor
-    targets: TargetBatch
+    targets: Any  # the targets' ``batch_type`` (a ``batching.StackedFields``)
     skipped: int = 0
 
 
-def collate_train(batch: Sequence[TrainItem | tuple[torch.Tensor, Targets]]) -> TrainBatch:
+def collate_train(batch: Sequence[TrainItem | tuple[torch.Tensor, Any]]) -> TrainBatch:
     """Stack samples into images ``[B, 3, H, W]`` and stacked targets; sum the skips.
 
-    Targets are stacked by their class's ``batch_type`` (``TargetBatch`` when it has none).
+    Targets are stacked by their class's ``batch_type`` (every meta-architecture's per-image
+    targets name one).
     """
     items = [item if isinstance(item, TrainItem) else TrainItem(*item) for item in batch]
     shapes = {tuple(item.image.shape) for item in items}
     if len(shapes) != 1:
         raise ValueError(f"training images in a batch must share a size, got {sorted(shapes)}")
     images = torch.stack([item.image for item in items])
-    # a meta-architecture's per-image targets name their batch type (default: MaskConver's)
-    batch_type = getattr(type(items[0].targets), "batch_type", TargetBatch)
+    batch_type = getattr(type(items[0].targets), "batch_type", None)
+    if batch_type is None:
+        raise TypeError(
+            f"{type(items[0].targets).__name__} names no batch_type: a meta-architecture's "
+            "per-image targets say how they stack (see maskconver.batching)"
+        )
     targets = batch_type.stack([item.targets for item in items])
     return TrainBatch(images, targets, sum(item.skipped for item in items))
 

@@ -119,3 +119,21 @@ class MetricLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def progress_bar(total: int, initial: int, *, show: bool) -> tqdm[Any]:
+    """The training loop's bar over optimizer steps (rate, ETA).
+
+    Args:
+        total: the run's ``max_steps``.
+        initial: the step the run starts from (a resumed run's bar starts part-way).
+        show: False hides it; True shows it when stderr is a terminal.
+    """
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        desc="train",
+        dynamic_ncols=True,
+        disable=None if show else True,  # None: off when not a terminal
+    )

@@ -1,11 +1,12 @@
 """The training loop: one function, read top to bottom (nanoGPT / torchvision references style).
 
 ``train(cfg, output_dir)`` seeds everything, joins the ``torchrun`` process group if there is one,
-builds data, model, criterion, optimizer and EMA through the meta-architecture table
-(``build.meta_architecture``), optionally resumes from the latest checkpoint,
-then runs ``max_steps`` optimizer steps with warmup + cosine LR, optional bf16 autocast, gradient
-accumulation, global-norm clipping, EMA updates, logging, periodic PQ evaluation (on the EMA
-weights) and atomic checkpoints.
+builds data (``engine/setup.py``), model, criterion, optimizer and EMA through the
+meta-architecture table (``build.meta_architecture``), optionally resumes from the latest
+checkpoint (``engine/resume.py``), then runs ``max_steps`` optimizer steps with warmup + cosine
+LR, optional bf16 autocast, gradient accumulation, global-norm clipping, EMA updates, logging,
+periodic PQ evaluation (on the EMA weights) and atomic checkpoints. The helpers below ``train``
+each do one named part of it; none of them calls back into the loop.
 
 Batch semantics: ``train.batch_size`` is the GLOBAL number of images per optimizer step; each of
 ``world_size`` processes runs ``grad_accum`` micro-batches of
@@ -15,12 +16,10 @@ and RNG state of an uninterrupted one (bit-exact in a single CPU process).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,41 +28,38 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from maskconver.build import (
-    build_copy_paste,
-    build_criterion,
-    build_model,
-    build_target_generator,
-    build_train_transforms,
-    meta_architecture,
-    resolve_num_classes,
-)
-from maskconver.config import Config, ConfigError
+from maskconver.build import build_criterion, build_model, meta_architecture
+from maskconver.config import Config
 from maskconver.engine import distributed as dist_utils
 from maskconver.engine.checkpoint import (
     CHECKPOINT_DIR,
-    CheckpointError,
-    load_checkpoint,
     prune_checkpoints,
     rng_state,
     save_checkpoint,
     set_rng_state,
     update_metrics,
 )
-from maskconver.engine.data import build_dataset, check_same_categories, check_split
+from maskconver.engine.distributed import DistInfo, wrap_ddp
 from maskconver.engine.ema import ModelEma
 from maskconver.engine.evaluate import run_evaluation
-from maskconver.engine.loader import StepSampler, TrainSampleDataset, build_train_loader
-from maskconver.engine.logging import MetricLogger
+from maskconver.engine.logging import MetricLogger, progress_bar
 from maskconver.engine.optim import build_optimizer, lr_of, set_lr
 from maskconver.engine.plots import plot_training_curves
 from maskconver.engine.precise_bn import refresh_bn_statistics
+from maskconver.engine.resume import resume_training
 from maskconver.engine.run_dir import prepare_run
+from maskconver.engine.setup import (
+    TrainingData,
+    build_training_data,
+    check_micro_batch,
+    training_batches,
+)
 from maskconver.engine.step import (
+    LoopStats,
     NonFiniteLossError,
     TrainingModule,
-    check_finite,
-    mean_over_ranks,
+    TrainingParts,
+    forward_backward,
     warm_up_bn_momentum,
 )
 
@@ -72,22 +68,6 @@ __all__ = ["NonFiniteLossError", "seed_everything", "train"]
 BEST_METRIC = "pq"
 # Seed offset between ranks for model-side randomness (drop path); data randomness is keyed.
 RANK_SEED_STRIDE = 1_000_003
-
-
-# ---------------------------------------------------------------------------------------------
-# Setup helpers
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _loggable(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Evaluation metrics without the per-class table (that one goes to the checkpoint)."""
-    return {k: v for k, v in metrics.items() if k != "per_class"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,193 +116,65 @@ def train(
         checkpoint = prepare_run(output_dir, cfg, resume=resume, is_main=info.is_main)
         seed_everything(tc.seed)
         log = MetricLogger(output_dir, enabled=info.is_main)
-
-        # Data: categories come from the training split.
-        train_base = build_dataset(cfg, "train")
-        val_base = build_dataset(cfg, "val")
-        categories = train_base.categories
-        check_same_categories(categories, val_base.categories)
-        num_classes = resolve_num_classes(cfg, categories)
-        for split, dataset in (("train", train_base), ("val", val_base)):
-            check_split(dataset, split, skip_bad=cfg.data.skip_bad_samples, log=log.message)
-        train_set = TrainSampleDataset(
-            train_base,
-            transforms=build_train_transforms(cfg),
-            target_generator=build_target_generator(cfg, categories, num_classes),
-            copy_paste=build_copy_paste(cfg, categories),
-            seed=tc.seed,
-            skip_bad=cfg.data.skip_bad_samples,
-        )
-
-        # Model, loss, optimizer, EMA (EMA from the bare model, before DDP wrapping). The model and
-        # the criterion (which may own training-only parameters) train as one module.
-        meta = meta_architecture(cfg.model)
-        model: nn.Module = build_model(cfg.model, num_classes).to(device)
-        if info.distributed and device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # reference trains with sync BN
-        memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
-        model = cast(Any, model).to(memory_format=memory_format)  # (missing from torch's stubs)
-        criterion = build_criterion(cfg, num_classes).to(device)
-        trainable = TrainingModule(
-            model, criterion, teacher_forward=meta.teacher_forward, amp=tc.amp
-        )
-        lr_scales = {"model.backbone.": tc.backbone_lr_mult} if tc.backbone_lr_mult != 1 else None
-        optimizer = build_optimizer(tc, trainable, lr_scales=lr_scales)
+        data = build_training_data(cfg, log=log.message)
+        parts = build_training_parts(cfg, data.num_classes, info)
+        model = parts.model  # the bare model: checkpointed, evaluated, averaged by the EMA
         ema = ModelEma(model, tc.ema_decay, warmup=tc.ema_warmup) if tc.ema else None
-        torch.manual_seed(tc.seed + RANK_SEED_STRIDE * info.rank)  # per-rank model randomness
+        rank_seed = tc.seed + RANK_SEED_STRIDE * info.rank
+        torch.manual_seed(rank_seed)  # per-rank model randomness
 
         # Resume: weights, EMA, optimizer, step; RNG restored right before the loop.
-        start_step, resumed_rng = 0, None
-        if checkpoint is not None:
-            loaded = load_checkpoint(checkpoint, map_location=str(device))
-            try:
-                model.load_state_dict(loaded.model_state)
-            except RuntimeError as e:
-                raise CheckpointError(
-                    f"cannot resume from {checkpoint}: its weights do not fit the configured "
-                    f"model (was the model config changed?): {e}"
-                ) from e
-            if loaded.criterion_state is not None:
-                criterion.load_state_dict(loaded.criterion_state)
-            if ema is not None and loaded.ema_state is not None:
-                ema.load_state_dict(loaded.ema_state)
-            elif ema is not None:  # EMA switched on mid-run: start it from the weights
-                ema = ModelEma(model, tc.ema_decay, warmup=tc.ema_warmup)
-            trainer = loaded.trainer_state or {}
-            if "optimizer" in trainer:
-                optimizer.load_state_dict(trainer["optimizer"])
-            start_step = loaded.step
-            resumed_rng = trainer.get("rng") if info.is_main else None
-            if not info.is_main:
-                torch.manual_seed(tc.seed + RANK_SEED_STRIDE * info.rank + start_step)
-            log.message(f"resumed from {checkpoint} at step {start_step}")
-        elif resume:
+        start = resume_training(
+            checkpoint, parts, ema, info=info, rank_seed=rank_seed, log=log.message
+        )
+        start_step, ema = start.step, start.ema
+        if checkpoint is None and resume:
             log.message(f"no checkpoint in {output_dir}; starting from step 0")
-
-        raw_model = model
-        ddp = (
-            nn.parallel.DistributedDataParallel(
-                trainable, device_ids=[info.local_rank] if device.type == "cuda" else None
-            )
-            if info.distributed
-            else None
-        )
-        step_module: nn.Module = ddp if ddp is not None else trainable
+        ddp = wrap_ddp(parts.trainable, info)
         end_step = tc.max_steps if stop_at is None else min(stop_at, tc.max_steps)
-        micro_batch = tc.batch_size // (info.world_size * tc.grad_accum)
-        needed = int(getattr(raw_model, "min_train_batch", 1))  # e.g. ASPP image-pooling BN: 2
-        if micro_batch < needed:
-            raise ConfigError(
-                f"train.batch_size={tc.batch_size} over {info.world_size} process(es) x "
-                f"grad_accum={tc.grad_accum} leaves {micro_batch} image(s) per forward; this "
-                f"model needs at least {needed} (batch statistics of its decoder)"
-            )
-        sampler = StepSampler(
-            len(train_set),
-            tc.batch_size,
-            seed=tc.seed,
-            start_step=start_step,
-            rank=info.rank,
-            world_size=info.world_size,
-            micro_batches=tc.grad_accum,
-            num_steps=end_step,
+        check_micro_batch(tc, model, info.world_size)
+        batches = training_batches(
+            data.train_set, cfg, info, start_step=start_step, end_step=end_step
         )
-        loader = build_train_loader(
-            train_set,
-            sampler,
-            num_workers=cfg.data.num_workers,
-            pin_memory=device.type == "cuda",
-            seed=tc.seed,
-        )
-        batches: Iterator[Any] = iter(loader)
-        if resumed_rng is not None:
-            set_rng_state(resumed_rng)
-
-        if tc.warmup_steps >= tc.max_steps:
-            log.message(
-                f"warning: train.warmup_steps={tc.warmup_steps} >= train.max_steps={tc.max_steps}: "
-                "the warmup aims at the cosine value at its end, which is ~0, so the LR stays ~0"
-            )
-        log.message(
-            f"training {type(raw_model).__name__} "
-            f"({sum(p.numel() for p in raw_model.parameters()):,}"
-            f" parameters, {num_classes} classes) on {len(train_set)} images, device {device}, "
-            f"world size {info.world_size}, steps {start_step}..{end_step} of {tc.max_steps}"
-        )
-        bar = tqdm(
-            total=tc.max_steps,
-            initial=start_step,
-            unit="step",
-            desc="train",
-            dynamic_ncols=True,
-            disable=None if progress and info.is_main else True,  # None: off when not a terminal
-        )
-        window_losses: dict[str, float] = {}
-        window_steps, window_images, window_time = 0, 0, 0.0
-        train_images, train_time = 0, 0.0
-        final_losses: dict[str, float] = {}
+        if start.rng is not None:
+            set_rng_state(start.rng)
+        log_run_start(log, cfg, model, data, info, start_step=start_step, end_step=end_step)
+        bar = progress_bar(tc.max_steps, start_step, show=progress and info.is_main)
+        stats = LoopStats()
         metrics: dict[str, Any] = {}
         saved: Path | None = checkpoint
-        skipped = 0
-        trainable.train()
+        parts.trainable.train()
         for step in range(start_step, end_step):
             step_start = time.perf_counter()
             lr = lr_of(tc, step)
-            set_lr(optimizer, lr)
+            set_lr(parts.optimizer, lr)
             if tc.bn_momentum_warmup:
-                warm_up_bn_momentum(raw_model, step, cfg.model.bn_momentum)
-            step_losses: dict[str, torch.Tensor] = {}
-            for micro in range(tc.grad_accum):
-                images, targets, skipped_now = next(batches)
-                skipped += skipped_now
-                images = images.to(device, non_blocking=True).contiguous(
-                    memory_format=memory_format
-                )
-                targets = targets.to(device)
-                last_micro = micro == tc.grad_accum - 1
-                # DDP: all-reduce gradients only on the last micro-batch
-                sync = (
-                    ddp.no_sync()
-                    if ddp is not None and not last_micro
-                    else contextlib.nullcontext()
-                )
-                with sync:
-                    losses = step_module(images, targets)
-                    check_finite(losses, step + 1, micro)
-                    (losses["loss"] / tc.grad_accum).backward()
-                for name, value in losses.items():
-                    step_losses[name] = step_losses.get(name, 0.0) + value.detach() / tc.grad_accum
+                warm_up_bn_momentum(model, step, cfg.model.bn_momentum)
+            step_losses, skipped = forward_backward(
+                parts, ddp, batches, step=step, grad_accum=tc.grad_accum, device=device
+            )
             grad_norm = None
             if tc.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable.parameters(), tc.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    parts.trainable.parameters(), tc.grad_clip
+                )
+            parts.optimizer.step()
+            parts.optimizer.zero_grad(set_to_none=True)
             if ema is not None:
-                ema.update(raw_model, step)
+                ema.update(model, step)
             done = step + 1
             bar.update(1)
 
             # Logging (losses averaged over the window and over ranks).
-            for name, value in step_losses.items():
-                window_losses[name] = window_losses.get(name, 0.0) + float(value)
-            window_steps += 1
-            window_images += tc.batch_size
-            elapsed = time.perf_counter() - step_start
-            window_time += elapsed
-            train_images += tc.batch_size
-            train_time += elapsed
+            stats.add_step(step_losses, tc.batch_size, skipped=skipped, started=step_start)
             if done % tc.log_every == 0 or done == end_step:
-                final_losses = mean_over_ranks(
-                    {k: v / window_steps for k, v in window_losses.items()}, device
-                )
-                record: dict[str, Any] = {"lr": lr, **final_losses}
-                record["images_per_s"] = window_images / max(window_time, 1e-9)
-                record["epoch"] = done * tc.batch_size / len(train_set)
+                record: dict[str, Any] = {"lr": lr, **stats.end_window(device)}
+                record["images_per_s"] = stats.window_rate
+                record["epoch"] = done * tc.batch_size / len(data.train_set)
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
                 log.log(done, record)
-                bar.set_postfix(loss=f"{final_losses['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
-                window_losses, window_steps, window_images, window_time = {}, 0, 0, 0.0
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
 
             # Checkpoint first (rank 0), then evaluate on the EMA weights: an evaluation that
             # fails costs no checkpoint. The best copy is chosen once the metrics are in.
@@ -330,41 +182,13 @@ def train(
             is_final = done == tc.max_steps
             due_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or is_final
             if due_ckpt or due_eval:  # precise BN (on by default for short runs only)
-                refresh_bn_statistics(
-                    [raw_model] if ema is None else [raw_model, ema.module],
-                    train_set,
-                    cfg=cfg,
-                    step=done,
-                    rank=info.rank,
-                    world_size=info.world_size,
-                    teacher_forward=meta.teacher_forward,
-                    device=device,
-                    memory_format=memory_format,
-                )
+                refresh_precise_bn(parts, ema, data, cfg, info, step=done)
             if due_ckpt and info.is_main:
-                saved = save_checkpoint(
-                    output_dir / CHECKPOINT_DIR,
-                    model=raw_model,
-                    ema=ema,
-                    optimizer=optimizer,
-                    step=done,
-                    config=cfg,
-                    categories=categories,
-                    num_classes=num_classes,
-                    trainer_extra={"rng": rng_state(), "sampler": {"next_step": done}},
-                    criterion=criterion,
-                )
+                saved = save_training_checkpoint(output_dir, cfg, parts, ema, data, step=done)
             if due_eval:
-                metrics = run_evaluation(
-                    ema.module if ema is not None else raw_model,
-                    val_base,
-                    cfg=cfg,
-                    categories=categories,
-                    num_classes=num_classes,
-                    device=device,
-                    progress=progress and info.is_main,
-                    step=done,
-                    log=log,
+                evaluated = ema.module if ema is not None else model
+                metrics = evaluate_on_val(
+                    evaluated, data, cfg, info, step=done, progress=progress, log=log
                 )
             if due_ckpt and info.is_main:
                 if due_eval and saved is not None and "error" not in metrics:
@@ -374,24 +198,201 @@ def train(
                 prune_checkpoints(output_dir, tc.keep_last, keep_best_by=BEST_METRIC)
             if due_ckpt:
                 dist_utils.barrier()
-        bar.close()
-        log.close()
-        if info.is_main:
-            plot_training_curves(output_dir / "metrics.jsonl", output_dir / "training_curves.png")
-        all_pq = metrics.get("all", {}).get(BEST_METRIC) if metrics else None
-        return {
-            "steps": max(end_step, start_step),
-            "start_step": start_step,
-            "final_losses": final_losses,
-            "pq": all_pq,
-            "metrics": _loggable(metrics),
-            "images_per_s": train_images / train_time if train_time > 0 else math.nan,
-            "train_seconds": train_time,
-            "wall_time_s": time.perf_counter() - wall_start,
-            "checkpoint": str(saved) if saved is not None else None,
-            "output_dir": str(output_dir),
-            "skipped_samples": skipped,
-        }
+        finish_run(output_dir, bar, log, is_main=info.is_main)
+        return run_summary(
+            stats,
+            metrics,
+            start_step=start_step,
+            end_step=end_step,
+            wall_start=wall_start,
+            checkpoint=saved,
+            output_dir=output_dir,
+        )
     finally:
         if owns_group:
             dist_utils.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_training_parts(cfg: Config, num_classes: int, info: DistInfo) -> TrainingParts:
+    """Model, criterion and optimizer on this process's device (sync BN under CUDA DDP).
+
+    The model and criterion come from this module's ``build_model`` / ``build_criterion`` names,
+    which tests replace to capture what the loop trains.
+    """
+    tc = cfg.train
+    device = info.device
+    meta = meta_architecture(cfg.model)
+    model: nn.Module = build_model(cfg.model, num_classes).to(device)
+    if info.distributed and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # reference trains with sync BN
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model = cast(Any, model).to(memory_format=memory_format)  # (missing from torch's stubs)
+    criterion = build_criterion(cfg, num_classes).to(device)
+    trainable = TrainingModule(model, criterion, teacher_forward=meta.teacher_forward, amp=tc.amp)
+    lr_scales = {"model.backbone.": tc.backbone_lr_mult} if tc.backbone_lr_mult != 1 else None
+    optimizer = build_optimizer(tc, trainable, lr_scales=lr_scales)
+    return TrainingParts(
+        model, criterion, trainable, optimizer, meta.teacher_forward, memory_format
+    )
+
+
+def log_run_start(
+    log: MetricLogger,
+    cfg: Config,
+    model: nn.Module,
+    data: TrainingData,
+    info: DistInfo,
+    *,
+    start_step: int,
+    end_step: int,
+) -> None:
+    """The run's first lines: a warning for a warmup that never ends, then what trains where."""
+    tc = cfg.train
+    if tc.warmup_steps >= tc.max_steps:
+        log.message(
+            f"warning: train.warmup_steps={tc.warmup_steps} >= train.max_steps={tc.max_steps}: "
+            "the warmup aims at the cosine value at its end, which is ~0, so the LR stays ~0"
+        )
+    log.message(
+        f"training {type(model).__name__} "
+        f"({sum(p.numel() for p in model.parameters()):,}"
+        f" parameters, {data.num_classes} classes) on {len(data.train_set)} images, "
+        f"device {info.device}, world size {info.world_size}, "
+        f"steps {start_step}..{end_step} of {tc.max_steps}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and the end of the run
+
+
+def refresh_precise_bn(
+    parts: TrainingParts,
+    ema: ModelEma | None,
+    data: TrainingData,
+    cfg: Config,
+    info: DistInfo,
+    *,
+    step: int,
+) -> None:
+    """Precise BN statistics of the model and of the EMA model before a checkpoint or evaluation.
+
+    Every rank calls it together (``engine/precise_bn.py``; on by default for short runs only).
+    """
+    refresh_bn_statistics(
+        [parts.model] if ema is None else [parts.model, ema.module],
+        data.train_set,
+        cfg=cfg,
+        step=step,
+        rank=info.rank,
+        world_size=info.world_size,
+        teacher_forward=parts.teacher_forward,
+        device=info.device,
+        memory_format=parts.memory_format,
+    )
+
+
+def save_training_checkpoint(
+    output_dir: Path,
+    cfg: Config,
+    parts: TrainingParts,
+    ema: ModelEma | None,
+    data: TrainingData,
+    *,
+    step: int,
+) -> Path:
+    """Write ``checkpoints/step_<step>/`` with the trainer state a resume needs (rank 0 only).
+
+    Returns:
+        The checkpoint directory.
+    """
+    return save_checkpoint(
+        output_dir / CHECKPOINT_DIR,
+        model=parts.model,
+        ema=ema,
+        optimizer=parts.optimizer,
+        step=step,
+        config=cfg,
+        categories=data.categories,
+        num_classes=data.num_classes,
+        trainer_extra={"rng": rng_state(), "sampler": {"next_step": step}},
+        criterion=parts.criterion,
+    )
+
+
+def evaluate_on_val(
+    model: nn.Module,
+    data: TrainingData,
+    cfg: Config,
+    info: DistInfo,
+    *,
+    step: int,
+    progress: bool,
+    log: MetricLogger,
+) -> dict[str, Any]:
+    """``run_evaluation`` of ``model`` on the validation split after optimizer step ``step``.
+
+    Every rank calls it together; only rank 0 shows a progress bar (when ``progress``).
+    """
+    return run_evaluation(
+        model,
+        data.val_set,
+        cfg=cfg,
+        categories=data.categories,
+        num_classes=data.num_classes,
+        device=info.device,
+        progress=progress and info.is_main,
+        step=step,
+        log=log,
+    )
+
+
+def _loggable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Evaluation metrics without the per-class table (that one goes to the checkpoint)."""
+    return {k: v for k, v in metrics.items() if k != "per_class"}
+
+
+def finish_run(output_dir: Path, bar: tqdm[Any], log: MetricLogger, *, is_main: bool) -> None:
+    """Close the progress bar and the logger; rank 0 plots ``training_curves.png``."""
+    bar.close()
+    log.close()
+    if is_main:
+        plot_training_curves(output_dir / "metrics.jsonl", output_dir / "training_curves.png")
+
+
+def run_summary(
+    stats: LoopStats,
+    metrics: dict[str, Any],
+    *,
+    start_step: int,
+    end_step: int,
+    wall_start: float,
+    checkpoint: Path | None,
+    output_dir: Path,
+) -> dict[str, Any]:
+    """``train``'s return value (see its docstring) from the loop's counters and last metrics."""
+    all_pq = metrics.get("all", {}).get(BEST_METRIC) if metrics else None
+    return {
+        "steps": max(end_step, start_step),
+        "start_step": start_step,
+        "final_losses": stats.last_losses,
+        "pq": all_pq,
+        "metrics": _loggable(metrics),
+        "images_per_s": stats.images / stats.seconds if stats.seconds > 0 else math.nan,
+        "train_seconds": stats.seconds,
+        "wall_time_s": time.perf_counter() - wall_start,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "output_dir": str(output_dir),
+        "skipped_samples": stats.skipped,
+    }

@@ -26,18 +26,12 @@ import torch
 import maskconver
 from maskconver.config import Config, config_from_dict, dump_config
 from maskconver.data.types import CategorySet
-from maskconver.errors import MaskconverError
-from maskconver.export.module import INPUT_NAMES, RAW_OUTPUTS
+from maskconver.export.graph import INPUT_NAMES, ExportError, ExportGraph
 
 EXPORT_FORMAT = 1
 OPSET = 17
 METADATA_PREFIX = "maskconver."
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
-DR1MASK_LOGITS = "panoptic_logits"  # DR1Mask's unified logits (dynamic with the input)
-
-
-class ExportError(MaskconverError, ValueError):
-    """The export cannot be made or a file is not a maskconver ONNX model (message says why)."""
 
 
 @dataclass
@@ -203,13 +197,9 @@ def export_model(
         raise ExportError(f"--size needs two positive numbers, got {list(hw)}")
     image = torch.zeros(1, int(hw[0]), int(hw[1]), 3, dtype=torch.uint8)
     sizes = torch.tensor([int(hw[0]), int(hw[1])])
-    output_names = [str(name) for name in cast(Any, module).output_names]
-    dynamic_axes: dict[str, dict[int, str]] = {"owner": {0: "out_height", 1: "out_width"}}
-    if dynamic:
-        dynamic_axes["image"] = {1: "height", 2: "width"}
-        for name in (RAW_OUTPUTS[0], DR1MASK_LOGITS):
-            if name in output_names:
-                dynamic_axes[name] = {2: "mask_height", 3: "mask_width"}
+    graph_module = cast(ExportGraph, module)
+    output_names = [str(name) for name in graph_module.output_names]
+    dynamic_axes = graph_module.dynamic_axes(dynamic)
     fd, tmp = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
     try:

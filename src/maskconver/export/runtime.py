@@ -2,26 +2,29 @@
 
 ``OnnxPanopticModel(path)`` reads the maskconver metadata (config, categories), opens an
 onnxruntime session (``threads`` intra-op threads) and runs one image per call: the graph
-already contains the network, the peaks and the merge's tensor core, so ``merge_samples``
-returns ``MergeCore`` results that the shared Python step (``PanopticPostProcessor.finish``)
-numbers exactly as for the torch backend. ``raw`` exposes the network's raw outputs (parity
-checks).
+already contains the network, the peaks and the merge's tensor core, so ``predict``
+(the inference core's ``Backend`` call) hands each ``MergeCore`` to the post-processor's shared
+Python step (``finish``), which numbers it exactly as for the torch backend. ``raw`` exposes
+the network's raw outputs (parity checks).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from maskconver.data.types import PanopticSample
-from maskconver.export.module import CORE_OUTPUTS, SEMANTIC_OUTPUT
-from maskconver.export.onnx import ExportError, OnnxMetadata, read_metadata
+from maskconver.export.graph import CORE_OUTPUTS, SEMANTIC_OUTPUT, ExportError
+from maskconver.export.onnx import OnnxMetadata, read_metadata
 from maskconver.postprocess.merge import MergeCore
+
+if TYPE_CHECKING:
+    from maskconver.inference import PostProcessor
+    from maskconver.postprocess.segments import PanopticPrediction
 
 
 class OnnxPanopticModel:
@@ -72,10 +75,10 @@ class OnnxPanopticModel:
         }
         return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
 
-    def merge_samples(
-        self, samples: Sequence[PanopticSample]
-    ) -> list[tuple[MergeCore, Tensor | None, dict[str, Any]]]:
-        """Run every transformed sample; per sample the core, semantic logits and its sizes."""
+    def predict(
+        self, samples: Sequence[PanopticSample], postprocessor: PostProcessor
+    ) -> list[PanopticPrediction]:
+        """Run every transformed sample; the post-processor numbers each graph's merge core."""
         results = []
         for sample in samples:
             valid = cast(Sequence[int], sample.meta["valid_size"])
@@ -83,14 +86,16 @@ class OnnxPanopticModel:
             out = self.run(sample.image, valid, orig)
             core = MergeCore(*(torch.from_numpy(out[name]) for name in CORE_OUTPUTS))
             semantic = out.get(SEMANTIC_OUTPUT)
-            sizes = {
-                "input_size": (int(sample.image.shape[0]), int(sample.image.shape[1])),
-                "valid_size": (int(valid[0]), int(valid[1])),
-                "output_size": (int(orig[0]), int(orig[1])),
-            }
-            results.append(
-                (core, None if semantic is None else torch.from_numpy(semantic[0]), sizes)
-            )
+            with torch.inference_mode():
+                results.append(
+                    postprocessor.finish(
+                        core,
+                        semantic_logits=None if semantic is None else torch.from_numpy(semantic[0]),
+                        input_size=(int(sample.image.shape[0]), int(sample.image.shape[1])),
+                        valid_size=(int(valid[0]), int(valid[1])),
+                        output_size=(int(orig[0]), int(orig[1])),
+                    )
+                )
         return results
 
     def raw(self, image: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,15 +1,7 @@
-"""Post-processing: center peaks, the tensor merge core and the panoptic post-processor."""
+"""Post-processing every meta-architecture shares.
 
-from maskconver.postprocess.merge import MergeCore, merge_proposals, sort_proposals
-from maskconver.postprocess.panoptic import PanopticPostProcessor, number_segments
-from maskconver.postprocess.peaks import find_peaks, gather_at_centers
-
-__all__ = [
-    "MergeCore",
-    "PanopticPostProcessor",
-    "find_peaks",
-    "gather_at_centers",
-    "merge_proposals",
-    "number_segments",
-    "sort_proposals",
-]
+``merge`` (the traceable tensor core of the panoptic merge), ``segments`` (the panoptic result
+type and the Python numbering step after the core) and ``canvas`` (from the padded network
+input to the original image canvas). Each meta-architecture's own post-processor lives in its
+package (``maskconver.meta.<name>.postprocess``) and calls these.
+"""

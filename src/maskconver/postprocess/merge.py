@@ -117,7 +117,7 @@ def _count(mask: Tensor) -> Tensor:
     return mask.flatten(1).sum(1)
 
 
-def _tracing() -> bool:
+def tracing() -> bool:
     """Inside ``torch.jit.trace`` / ONNX export (only traceable ops), not eager."""
     return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
@@ -129,7 +129,7 @@ def _bin_count(index: Tensor, weights: Tensor | None, num_bins: int) -> Tensor:
     uses ``torch.bincount`` (no full-size int64 temporaries); a trace uses ``scatter_add``,
     which ONNX has.
     """
-    if not _tracing():
+    if not tracing():
         chosen = index.flatten() if weights is None else index[weights]
         return torch.bincount(chosen, minlength=num_bins)[:num_bins]
     counts = torch.zeros(num_bins, dtype=torch.int64, device=index.device)
@@ -184,7 +184,7 @@ def merge_proposals(
     if num == 0:  # nothing to merge: every pixel is void
         void = torch.full((height, width), -1, dtype=torch.int64, device=device)
         return MergeCore(void, valid, proposals.classes, scores, torch.zeros_like(proposals.order))
-    eager = not _tracing()  # eager: in-place updates, so full-size temporaries stay few
+    eager = not tracing()  # eager: in-place updates, so full-size temporaries stay few
     own_parts = []
     for start in range(0, num, chunk):
         stop = min(start + chunk, num)

@@ -1,0 +1,406 @@
+"""Panoptic merge: K scored mask proposals -> one panoptic id map per image.
+
+``merge="reference"`` is the official generator (reference section 4.3) on the original-resolution
+canvas: every pixel goes to ``argmax_k prob_k * score_k``; a proposal is kept iff its won area
+exceeds ``min_area`` and ``overlap_threshold`` times its own area (prob > 0.5); pixels of dropped
+proposals become void; whole won regions form the segments. ``merge="maskformer"`` follows
+MaskFormer's panoptic inference: segments are won pixels with prob >= ``mask_threshold``.
+Thing proposals become separate segments; stuff proposals of one class merge into one segment.
+
+Two layers:
+
+* the fixed-shape tensor core (``postprocess.merge``): owner index per pixel and per-proposal
+  keep / class / score / area; traceable, exportable;
+* ``number_segments``: the small Python step that numbers the kept proposals (things
+  separately, stuff merged per class) and builds ``segments_info``; every backend shares it.
+
+``PanopticPostProcessor`` runs both. Proposals that cannot win (below the object threshold) are
+dropped before their masks are upsampled to the output canvas; the result is exactly the merge of
+all K proposals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from maskconver.meta.maskconver.peaks import HARD_SIGMOID_OFFSET, HARD_SIGMOID_SCALE, hard_sigmoid
+from maskconver.postprocess.canvas import (
+    canvas_of,
+    canvas_size,
+    chunk_for,
+    enlarge,
+    rescale_logits,
+    working_size,
+)
+from maskconver.postprocess.merge import (
+    DEFAULT_CHUNK,
+    MergeCore,
+    SortedProposals,
+    merge_proposals,
+    sort_proposals,
+    tracing,
+)
+from maskconver.postprocess.segments import UNUSED_CLASS, PanopticPrediction, number_segments
+
+
+class Proposals(Protocol):
+    """What the merge reads from a model's output (``MaskConverOutput`` has these fields).
+
+    Attributes:
+        mask_logits: ``[B, K, hm, wm]`` mask logits covering the padded network input.
+        scores: ``[B, K]`` proposal scores.
+        classes: ``[B, K]`` int64 class indices.
+    """
+
+    @property
+    def mask_logits(self) -> Tensor:
+        """``[B, K, hm, wm]``."""
+        ...
+
+    @property
+    def scores(self) -> Tensor:
+        """``[B, K]``."""
+        ...
+
+    @property
+    def classes(self) -> Tensor:
+        """``[B, K]``."""
+        ...
+
+
+def semantic_stuff(
+    logits: Tensor,
+    owner: Tensor,
+    is_stuff: Tensor,
+    *,
+    input_size: tuple[int, int],
+    valid_size: tuple[int, int],
+    output_size: tuple[int, int],
+    min_area: int,
+    chunk: int = DEFAULT_CHUNK,
+) -> tuple[np.ndarray, dict[int, float]]:
+    """Region-based stuff: the semantic argmax on the pixels no thing owns.
+
+    Args:
+        logits: ``[C, hs, ws]`` semantic logits covering the padded input.
+        owner: ``[H, W]`` the merge core's owner map (-1 = not owned by a thing).
+        is_stuff: ``[C]`` bool.
+        input_size: padded network input ``(H, W)``.
+        valid_size: resized image inside it.
+        output_size: original ``(H0, W0)`` (= ``owner``'s shape).
+        min_area: a stuff class needs more than this many pixels.
+        chunk: classes upsampled at a time (running argmax, memory ``chunk x H x W``).
+
+    Returns:
+        ``([H, W] int64 stuff class or -1, {class: score})`` where the score is the mean
+        softmax probability of the class over its low-resolution argmax pixels.
+    """
+    best = torch.full(output_size, -math.inf, device=logits.device)
+    label = torch.zeros(output_size, dtype=torch.int64, device=logits.device)
+    for start in range(0, logits.shape[0], chunk):
+        part = rescale_logits(logits[start : start + chunk], input_size, valid_size, output_size)
+        value, index = part.max(dim=0)
+        better = value > best
+        best = torch.where(better, value, best)
+        label = torch.where(better, index + start, label)
+    free = (owner < 0) & is_stuff.to(label.device)[label]
+    stuff_map = torch.where(free, label, torch.full_like(label, -1)).cpu().numpy()
+    probs = logits.softmax(0)
+    low_label = probs.argmax(0)
+    scores: dict[int, float] = {}
+    for cls in np.unique(stuff_map[stuff_map >= 0]).tolist():
+        if int((stuff_map == cls).sum()) <= min_area:
+            stuff_map[stuff_map == cls] = -1
+            continue
+        at = low_label == cls
+        scores[int(cls)] = (
+            float(probs[cls][at].mean()) if bool(at.any()) else float(probs[cls].max())
+        )
+    return stuff_map, scores
+
+
+class PanopticPostProcessor:
+    """Turns model proposals into ``PanopticPrediction`` at each image's original size.
+
+    Args:
+        class_to_category: model class index -> dataset category id (-1 for unused indices;
+            proposals of those classes are dropped).
+        is_thing_class: per class index, True for thing classes.
+        merge: ``"reference"`` or ``"maskformer"``.
+        object_threshold: proposals need ``score > object_threshold``.
+        overlap_threshold: reference: keep iff won > overlap * own area; maskformer: keep iff
+            won / own area >= overlap.
+        min_area: reference: keep iff won area > min_area (pixels on the original canvas).
+        mask_threshold: maskformer: segment pixels need prob >= mask_threshold.
+        hard_sigmoid: probabilities by ``relu6(x + 3) / 6`` instead of the sigmoid.
+        chunk: proposals upsampled to the canvas at a time (memory ``chunk x H x W``).
+        stuff_from_semantic: region-based stuff (MaskConver Table 7): proposals of stuff
+            classes are ignored and stuff comes from the outputs' ``semantic_logits`` argmax on
+            the pixels no thing owns (a class needs more than ``min_area`` pixels).
+        max_canvas_pixels: cap of the merge canvas (0: none). A larger image is merged on a
+            canvas scaled to fit the cap and its map is enlarged (nearest) to the image size,
+            with a warning, so memory stays bounded; below the cap the merge is exact.
+    """
+
+    def __init__(
+        self,
+        *,
+        class_to_category: Sequence[int],
+        is_thing_class: Sequence[bool],
+        merge: Literal["reference", "maskformer"] = "reference",
+        object_threshold: float = 0.01,
+        overlap_threshold: float = 0.7,
+        min_area: int = 256,
+        mask_threshold: float = 0.5,
+        hard_sigmoid: bool = False,
+        chunk: int = DEFAULT_CHUNK,
+        stuff_from_semantic: bool = False,
+        max_canvas_pixels: int = 0,
+    ) -> None:
+        if len(class_to_category) != len(is_thing_class):
+            raise ValueError(
+                f"class_to_category ({len(class_to_category)}) and is_thing_class "
+                f"({len(is_thing_class)}) must have one entry per class"
+            )
+        if merge not in ("reference", "maskformer"):
+            raise ValueError(f"merge must be 'reference' or 'maskformer', got {merge!r}")
+        self.class_to_category = [int(c) for c in class_to_category]
+        self.is_thing_class = [bool(t) for t in is_thing_class]
+        self.stuff_from_semantic = stuff_from_semantic
+        self.max_canvas_pixels = max_canvas_pixels
+        self.class_usable = torch.tensor(
+            [
+                c != UNUSED_CLASS and (t or not stuff_from_semantic)
+                for c, t in zip(self.class_to_category, self.is_thing_class, strict=True)
+            ]
+        )
+        self.is_stuff_class = torch.tensor(
+            [
+                c != UNUSED_CLASS and not t
+                for c, t in zip(self.class_to_category, self.is_thing_class)
+            ]
+        )
+        self.merge = merge
+        self.object_threshold = object_threshold
+        self.overlap_threshold = overlap_threshold
+        self.min_area = min_area
+        self.mask_threshold = mask_threshold
+        self.hard_sigmoid = hard_sigmoid
+        self.chunk = chunk
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Mask probabilities of logits (sigmoid, or the hard sigmoid)."""
+        return hard_sigmoid(logits) if self.hard_sigmoid else logits.sigmoid()
+
+    def probabilities_(self, logits: Tensor) -> Tensor:
+        """``probabilities`` computed in place in ``logits`` (returned)."""
+        if self.hard_sigmoid:  # relu6(x + 3) / 6
+            return logits.add_(HARD_SIGMOID_OFFSET).clamp_(0.0, 6.0).div_(HARD_SIGMOID_SCALE)
+        return logits.sigmoid_()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        outputs: Proposals,
+        valid_sizes: Sequence[tuple[int, int]],
+        output_sizes: Sequence[tuple[int, int]],
+        input_size: tuple[int, int],
+    ) -> list[PanopticPrediction]:
+        """Merge every image of the batch (``core`` then ``finish`` per image).
+
+        Args:
+            outputs: the model output (``mask_logits [B, K, hm, wm]``, ``scores``/``classes``
+                ``[B, K]``).
+            valid_sizes: per image ``(h, w)`` of the resized image inside the padded input.
+            output_sizes: per image original ``(H0, W0)``.
+            input_size: ``(H, W)`` of the padded network input (``images.shape[-2:]``).
+
+        Returns:
+            One ``PanopticPrediction`` per image at its original size.
+        """
+        batch = outputs.mask_logits.shape[0]
+        if len(valid_sizes) != batch or len(output_sizes) != batch:
+            raise ValueError(
+                f"got {len(valid_sizes)} valid sizes and {len(output_sizes)} output sizes for "
+                f"a batch of {batch}"
+            )
+        hw_in = (int(input_size[0]), int(input_size[1]))
+        results = []
+        for b in range(batch):
+            valid_size = (int(valid_sizes[b][0]), int(valid_sizes[b][1]))
+            original = (int(output_sizes[b][0]), int(output_sizes[b][1]))
+            output_size = working_size(original, self.max_canvas_pixels)
+            canvas_size(hw_in, valid_size, output_size)  # validates the sizes
+            core = self.core(
+                outputs.mask_logits[b],
+                outputs.scores[b],
+                outputs.classes[b],
+                input_size=hw_in,
+                valid_size=valid_size,
+                output_size=output_size,
+            )
+            semantic = getattr(outputs, "semantic_logits", None)
+            prediction = self.finish(
+                core,
+                semantic_logits=None if semantic is None else semantic[b],
+                input_size=hw_in,
+                valid_size=valid_size,
+                output_size=output_size,
+            )
+            results.append(enlarge(prediction, original) if output_size != original else prediction)
+        return results
+
+    def core(
+        self,
+        mask_logits: Tensor,
+        scores: Tensor,
+        classes: Tensor,
+        *,
+        input_size: tuple[Any, Any],
+        valid_size: tuple[Any, Any],
+        output_size: tuple[Any, Any],
+    ) -> MergeCore:
+        """The merge's tensor core of one image: eager inference and the exported graph.
+
+        Proposals are sorted and only the prefix up to the last valid one is upsampled to the
+        canvas (the rest score 0 and can never own a pixel, so the result is exactly the merge
+        of all K). Eager mode cuts the proposals to that prefix and merges in chunks of bounded
+        memory; a trace keeps all K rows (static shapes) and upsamples the prefix in one chunk.
+
+        Args:
+            mask_logits: ``[K, hm, wm]`` mask logits covering the padded input.
+            scores: ``[K]`` proposal scores.
+            classes: ``[K]`` int64 class indices.
+            input_size: ``(H, W)`` of the padded network input (ints, or 0-d tensors traced).
+            valid_size: ``(h, w)`` of the resized image inside it.
+            output_size: ``(H0, W0)``: the canvas of the merge.
+
+        Returns:
+            ``MergeCore`` (``owner [H0, W0]``, per-proposal tensors in score order).
+        """
+        num_classes = len(self.class_to_category)
+        eager = not tracing()
+        if (
+            eager
+            and classes.numel()
+            and (int(classes.max()) >= num_classes or int(classes.min()) < 0)
+        ):
+            raise ValueError(
+                f"proposal classes must be in [0, {num_classes}), got {classes.tolist()}"
+            )
+        proposals = sort_proposals(
+            scores.float(), classes, self.class_usable, self.object_threshold
+        )
+        # prefix up to the last valid proposal: a zero-scored invalid proposal sorted before a
+        # valid one (only with object_threshold < 0) stays, as it wins where all products are 0
+        position = torch.arange(1, proposals.valid.shape[0] + 1, device=scores.device)
+        count = torch.where(proposals.valid, position, torch.zeros_like(position)).max(0)[0]
+        ordered = mask_logits.float()[proposals.order]
+        ch, cw = canvas_of(input_size, valid_size, output_size)
+        oh, ow = output_size
+        if eager:
+            kept = int(count)
+            proposals = SortedProposals(*(t[:kept] for t in proposals))
+            ordered = ordered[:kept]
+            chunk = chunk_for(self.chunk, (int(oh), int(ow)))
+        else:
+            ordered = ordered[: count.clamp(min=1)]
+            chunk = max(1, int(mask_logits.shape[0]))  # one chunk: the count is dynamic
+
+        def probabilities(start: int, stop: int) -> Tensor:
+            part = ordered[None, start:stop]
+            # tensor sizes keep the canvas dynamic in a traced graph
+            up = F.interpolate(part, size=(ch, cw), mode="bilinear", align_corners=False)
+            up = up[0, :, :oh, :ow]
+            return self.probabilities_(up) if eager else self.probabilities(up)
+
+        return merge_proposals(
+            probabilities,
+            proposals,
+            (int(oh), int(ow)) if eager else (1, 1),  # a trace has K >= 1: the maps give it
+            mode=self.merge,
+            overlap_threshold=self.overlap_threshold,
+            min_area=self.min_area,
+            mask_threshold=self.mask_threshold,
+            chunk=chunk,
+        )
+
+    def finish(
+        self,
+        core: MergeCore,
+        *,
+        semantic_logits: Tensor | None = None,
+        input_size: tuple[int, int] | None = None,
+        valid_size: tuple[int, int] | None = None,
+        output_size: tuple[int, int] | None = None,
+    ) -> PanopticPrediction:
+        """The Python step after the tensor core (any backend's): number segments, add stuff.
+
+        Args:
+            core: the merge core's result for one image (from this post-processor, or from an
+                exported graph).
+            semantic_logits: ``[C, hs, ws]`` for region-based stuff (else unused).
+            input_size: padded network input (region-based stuff only).
+            valid_size: resized image inside it (region-based stuff only).
+            output_size: original image size (region-based stuff only).
+        """
+        stuff = None
+        if self.stuff_from_semantic:
+            if semantic_logits is None or input_size is None or valid_size is None:
+                raise ValueError(
+                    "region-based stuff needs the model's semantic_logits (stuff_mode=region)"
+                )
+            stuff = semantic_stuff(
+                semantic_logits.float(),
+                core.owner,
+                self.is_stuff_class,
+                input_size=input_size,
+                valid_size=valid_size,
+                output_size=output_size or (int(core.owner.shape[0]), int(core.owner.shape[1])),
+                min_area=self.min_area,
+                chunk=self.chunk,
+            )
+        return number_segments(
+            core,
+            class_to_category=self.class_to_category,
+            is_thing_class=self.is_thing_class,
+            stuff=stuff,
+        )
+
+    def merge_probabilities(
+        self, probs: Tensor, scores: Tensor, classes: Tensor
+    ) -> PanopticPrediction:
+        """Merge one image's proposals given their probabilities on the output canvas.
+
+        Args:
+            probs: ``[K, H, W]`` mask probabilities on the output canvas.
+            scores: ``[K]`` proposal scores.
+            classes: ``[K]`` class indices.
+
+        Returns:
+            The panoptic map (ids 1..n, 0 void) and its segments.
+        """
+        proposals = sort_proposals(
+            scores.float(), classes.long(), self.class_usable, self.object_threshold
+        )
+        chosen = probs.float()[proposals.order]
+        core = merge_proposals(
+            lambda start, stop: chosen[start:stop],
+            proposals,
+            (int(probs.shape[-2]), int(probs.shape[-1])),
+            mode=self.merge,
+            overlap_threshold=self.overlap_threshold,
+            min_area=self.min_area,
+            mask_threshold=self.mask_threshold,
+            chunk=chunk_for(self.chunk, (int(probs.shape[-2]), int(probs.shape[-1]))),
+        )
+        return number_segments(
+            core, class_to_category=self.class_to_category, is_thing_class=self.is_thing_class
+        )
