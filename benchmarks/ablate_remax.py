@@ -36,20 +36,21 @@ from ablation_common import load_finished, plot_pq, run_grids, summarize  # noqa
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BASE = HERE / "configs" / "remax_base.yaml"
-SEMANTIC = ["loss.semantic_weight=0.5"]
-REMASK = ["loss.remask=literal"]
-RECLASS = ["loss.reclass_eta=0.1"]
+SEMANTIC = ["model.maskconver.loss.semantic_weight=0.5"]
+REMASK = ["model.maskconver.loss.remask=literal"]
+RECLASS = ["model.maskconver.loss.reclass_eta=0.1"]
 MAIN: dict[str, list[str]] = {
     "A0": [],
     "A1": SEMANTIC,
     "A2": SEMANTIC + REMASK,
-    "A3": SEMANTIC + ["loss.maskid=true"],
-    "A4": SEMANTIC + ["loss.remask=literal+maskid"],
+    "A3": SEMANTIC + ["model.maskconver.loss.maskid=true"],
+    "A4": SEMANTIC + ["model.maskconver.loss.remask=literal+maskid"],
     "A5": RECLASS,
     "A6": SEMANTIC + REMASK + RECLASS,
 }
 ETA: dict[str, list[str]] = {
-    f"A6 eta={eta}": SEMANTIC + REMASK + [f"loss.reclass_eta={eta}"] for eta in (0.05, 0.2)
+    f"A6 eta={eta}": SEMANTIC + REMASK + [f"model.maskconver.loss.reclass_eta={eta}"]
+    for eta in (0.05, 0.2)
 }
 LR_MULTS = (1, 3, 10)
 

@@ -5,7 +5,7 @@ Arms: ``MaskConver tiny`` (the ``tiny`` preset as it was then, stride-8 masks, p
 same backbone, data, augmentation and optimiser; 0.110 vs 0.091 GMACs at 128 x 128). Each
 (arm, seed) trains ``--steps`` steps with PQ at 25 / 50 / 75 / 100 % (``ablation_common``).
 Then every DR1Mask run's final EMA weights are evaluated again with the two panoptic merges
-(``model.dr1mask.merge``): the unified layer's argmax (stuff from the static columns, things
+(``model.dr1mask.merge.mode``): the unified layer's argmax (stuff from the static columns, things
 from one dynamic column per detection) and the paste of the crop-based vector-embedding
 masks with stuff on the free pixels, at a few detection thresholds. Costs (parameters, MACs,
 median latency of forward + post-processing, 1 thread, 128 x 128) come from
@@ -34,8 +34,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "DR1Mask small": ("dr1mask_small", []),
 }
 MERGES = {
-    "argmax": ["model.dr1mask.merge=argmax"],
-    "paste": ["model.dr1mask.merge=paste"],
+    "argmax": ["model.dr1mask.merge.mode=argmax"],
+    "paste": ["model.dr1mask.merge.mode=paste"],
 }
 THRESHOLDS = [0.2, 0.3, 0.4]
 LATENCY_SIZE = 128
@@ -71,7 +71,12 @@ def merge_comparison(run_dir: Path) -> dict[str, dict[str, float]]:
     for merge, overrides in MERGES.items():
         for threshold in THRESHOLDS:
             c = merge_overrides(
-                cfg, [*overrides, f"postprocess.object_threshold={threshold}", "eval.metrics=[pq]"]
+                cfg,
+                [
+                    *overrides,
+                    f"model.dr1mask.merge.object_threshold={threshold}",
+                    "eval.metrics=[pq]",
+                ],
             )
             m = evaluate_model(
                 model, val, cfg=c, categories=categories, num_classes=num_classes, progress=False

@@ -52,7 +52,7 @@ def main() -> None:
                 if i >= WARMUP:
                     forward_s.append(middle - start)
                     merge_s.append(end - middle)
-        kept = int((out.scores > cfg.postprocess.object_threshold).sum())
+        kept = int((out.scores > cfg.model.maskconver.merge.object_threshold).sum())
         print(
             f"{preset} @{size}: forward {1e3 * statistics.median(forward_s):.1f} ms, merge "
             f"{1e3 * statistics.median(merge_s):.1f} ms ({kept} of {out.scores.shape[1]} "

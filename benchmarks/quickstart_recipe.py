@@ -12,8 +12,8 @@ Arms (``--arms`` picks some; finished runs leave ``summary.json`` and are skippe
 * ``Q0``: the base as it is (the quickstart's recipe before this study);
 * ``lr x3`` / ``lr x10``: learning rate x3 / x10 without gradient clipping (the ReMaX grid's
   largest effect at 1000 steps);
-* ``mask_level 2``: mask features at stride 4 (``model.mask_level=2``), centers stay at stride 8
-  (small shapes are under one stride-8 cell);
+* ``mask_level 2``: mask features at stride 4 (``model.maskconver.mask_level=2``), centers stay
+  at stride 8 (small shapes are under one stride-8 cell);
 * ``level 2``: centers and mask features at stride 4 (about 1.8x the time per step);
 * ``mask_level 2 + lr x3``: the two cheap changes together;
 * ``mask_level 2 + zoom``: scenes seen 1.25x larger on average, in training (scale jitter
@@ -51,22 +51,26 @@ def arms(base_lr: float, base_steps: int) -> dict[str, list[str]]:
         "Q0": [],
         "lr x3": [f"train.lr={base_lr * 3:g}", no_clip],
         "lr x10": [f"train.lr={base_lr * 10:g}", no_clip],
-        "mask_level 2": ["model.mask_level=2"],
-        "level 2": ["model.level=2"],
-        "mask_level 2 + lr x3": ["model.mask_level=2", f"train.lr={base_lr * 3:g}", no_clip],
+        "mask_level 2": ["model.maskconver.mask_level=2"],
+        "level 2": ["model.maskconver.level=2"],
+        "mask_level 2 + lr x3": [
+            "model.maskconver.mask_level=2",
+            f"train.lr={base_lr * 3:g}",
+            no_clip,
+        ],
         "mask_level 2 + zoom": [
-            "model.mask_level=2",
+            "model.maskconver.mask_level=2",
             "augment.scale_min=0.75",
             "augment.scale_max=1.75",
             "eval.input_size=160",
         ],
         "mask_level 2 + batch 4": [
-            "model.mask_level=2",
+            "model.maskconver.mask_level=2",
             "train.batch_size=4",
             f"train.max_steps={2 * base_steps}",
         ],
         "mask_level 2 + copy-paste": [
-            "model.mask_level=2",
+            "model.maskconver.mask_level=2",
             "augment.copy_paste=true",
             "augment.copy_paste_scale_min=0.5",
             "augment.copy_paste_scale_max=1.5",

@@ -101,8 +101,8 @@ SMALL_UNTRAINED_RUN = [
     "train.log_every=1",
     "augment.input_size=[64, 64]",
     "eval.input_size=64",
-    "postprocess.merge=maskformer",
-    "postprocess.object_threshold=0.0",
-    "postprocess.mask_threshold=0.0",
-    "postprocess.overlap_threshold=0.0",
+    "model.maskconver.merge.mode=maskformer",
+    "model.maskconver.merge.object_threshold=0.0",
+    "model.maskconver.merge.mask_threshold=0.0",
+    "model.maskconver.merge.overlap_threshold=0.0",
 ]

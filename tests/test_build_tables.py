@@ -36,8 +36,8 @@ SMALL = [
     "model.head.num_convs=1",
     "model.head.low_level_channels=16",
     "model.decoder.channels=16",
-    "model.embedding_dim=16",
-    "model.mlp_hidden=16",
+    "model.maskconver.embedding_dim=16",
+    "model.maskconver.mlp_hidden=16",
     "model.num_proposals=6",
 ]
 # backbone name -> overrides that keep it small
@@ -53,11 +53,11 @@ BACKBONE_SETTINGS: dict[str, list[str]] = {
     ],
 }
 MULTI = [
-    "model.multiscale=true",
-    "model.max_level=5",
+    "model.maskconver.multiscale=true",
+    "model.maskconver.max_level=5",
     "model.decoder.max_level=5",
-    "targets.level_low=[0,40,80]",
-    "targets.level_high=[64,128,10000000]",
+    "model.maskconver.targets.level_low=[0,40,80]",
+    "model.maskconver.targets.level_high=[64,128,10000000]",
 ]
 # decoder name -> the modes it supports: single-scale always, multi-scale for pyramids
 DECODER_SETTINGS: dict[str, dict[str, list[str]]] = {
@@ -160,7 +160,7 @@ def test_backbone_decoder_contract(backbone: str, decoder: str, mode: str) -> No
     k = cfg.model.num_proposals
     assert out.mask_logits.shape[:2] == (BATCH, k) and out.scores.shape == (BATCH, k)
     assert out.pixel_embeddings is not None
-    assert out.pixel_embeddings.shape[:2] == (BATCH, cfg.model.embedding_dim)
+    assert out.pixel_embeddings.shape[:2] == (BATCH, cfg.model.maskconver.embedding_dim)
     assert torch.isfinite(out.mask_logits).all()
 
     model.train()
@@ -224,7 +224,7 @@ def test_every_preset_builds_through_the_table(name: str) -> None:
 def test_hard_sigmoid_reaches_peak_scores_and_mask_probabilities() -> None:
     from maskconver.meta.maskconver.peaks import hard_sigmoid
 
-    cfg = load_config("tiny", ["model.hard_sigmoid=true", *SMALL])
+    cfg = load_config("tiny", ["model.maskconver.hard_sigmoid=true", *SMALL])
     model = build.build_model(cfg.model, NUM_CLASSES).eval()
     assert model.hard_sigmoid
     images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 255

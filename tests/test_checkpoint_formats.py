@@ -53,14 +53,14 @@ def test_format1_checkpoints_load_and_reproduce_their_outputs(variant: str) -> N
 def test_format1_hard_sigmoid_moves_to_the_model() -> None:
     loaded = load_checkpoint(_checkpoint("hard_sigmoid"))
     assert loaded.format == 1
-    assert loaded.config.model.hard_sigmoid is True
+    assert loaded.config.model.maskconver.hard_sigmoid is True
     model, cfg, categories, num_classes = load_model(_checkpoint("hard_sigmoid"))
     assert model.hard_sigmoid  # type: ignore[attr-defined]
     from maskconver.build import build_postprocessor
 
     assert build_postprocessor(cfg, categories, num_classes).hard_sigmoid
     plain = load_checkpoint(_checkpoint("aspp"))
-    assert plain.config.model.hard_sigmoid is False
+    assert plain.config.model.maskconver.hard_sigmoid is False
 
 
 def test_resaving_an_old_checkpoint_writes_the_current_format(tmp_path: Path) -> None:
@@ -77,11 +77,11 @@ def test_resaving_an_old_checkpoint_writes_the_current_format(tmp_path: Path) ->
         num_classes=loaded.num_classes,
     )
     meta = json.loads((saved / "meta.json").read_text())
-    assert meta["format"] == FORMAT_VERSION == 2
+    assert meta["format"] == FORMAT_VERSION == 3
     assert meta["meta_architecture"] == "maskconver"
     assert "hard_sigmoid" not in (saved / "config.yaml").read_text().split("postprocess:")[1]
     again = load_checkpoint(saved)
-    assert again.format == 2 and again.config.model.hard_sigmoid is True
+    assert again.format == 3 and again.config.model.maskconver.hard_sigmoid is True
 
 
 def test_a_newer_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_an_old_key_in_a_config_file_names_its_new_place(tmp_path: Path) -> None
     path = tmp_path / "old.yaml"
     path.write_text("postprocess:\n  hard_sigmoid: true\n")
     with pytest.raises(
-        ConfigError, match="'postprocess.hard_sigmoid' moved to 'model.hard_sigmoid'"
+        ConfigError, match="'postprocess.hard_sigmoid' moved to 'model.maskconver.hard_sigmoid'"
     ):
         load_config(str(path))
 

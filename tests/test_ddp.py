@@ -82,7 +82,11 @@ def _torchrun(script: Path, *args: str, timeout: int = 240) -> subprocess.Comple
 
 
 # ReMaX: the criterion's auxiliary semantic head is trained under DDP too
-REMAX = ["loss.semantic_weight=0.5", "loss.remask=literal", "loss.reclass_eta=0.1"]
+REMAX = [
+    "model.maskconver.loss.semantic_weight=0.5",
+    "model.maskconver.loss.remask=literal",
+    "model.maskconver.loss.reclass_eta=0.1",
+]
 
 
 @pytest.mark.parametrize("extra", [[], REMAX], ids=["plain", "remax"])

@@ -36,8 +36,8 @@ RUN = [
     "train.log_every=1",
     "augment.input_size=[64, 64]",
     "eval.input_size=64",
-    "postprocess.object_threshold=0.0",
-    "postprocess.min_area=0",
+    "model.dr1mask.merge.object_threshold=0.0",
+    "model.dr1mask.merge.min_area=0",
     "model.dr1mask.mask_size=14",
 ]
 
@@ -196,7 +196,7 @@ def test_onnx_export_matches_torch(trained_run: Path, tmp_path: Path) -> None:
     from maskconver.export.onnx import ExportError, export_model
 
     model, cfg, categories, num_classes = load_model(checkpoint)
-    paste = merge_overrides(cfg, ["model.dr1mask.merge=paste"])
+    paste = merge_overrides(cfg, ["model.dr1mask.merge.mode=paste"])
     with pytest.raises(ExportError, match="merge=paste is not exportable"):
         export_model(model, paste, categories, num_classes, tmp_path / "paste.onnx")
     assert not (tmp_path / "paste.onnx").exists()

@@ -70,7 +70,7 @@ def test_overfit_four_images(tmp_path: Path) -> None:
         metrics = evaluate_model(
             model,
             seen,
-            cfg=merge_overrides(run_cfg, [f"model.dr1mask.merge={merge}"]),
+            cfg=merge_overrides(run_cfg, [f"model.dr1mask.merge.mode={merge}"]),
             categories=categories,
             num_classes=num_classes,
             progress=False,

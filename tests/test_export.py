@@ -130,6 +130,39 @@ def test_metadata_round_trip_and_errors(trained: Path, tmp_path: Path) -> None:
         read_metadata(tmp_path / "junk.onnx")
 
 
+def test_metadata_of_an_export_format_1_file_migrates_its_config() -> None:
+    import yaml
+
+    from maskconver.config import CONFIG_FORMAT, load_config
+    from maskconver.data.types import Category, CategorySet
+    from maskconver.export.onnx import METADATA_PREFIX, OnnxMetadata
+
+    cats = CategorySet([Category(1, "a", True), Category(2, "b", False)])
+    current = OnnxMetadata(load_config("tiny"), cats, 2, None, ["owner"], "none", "0.1.0")
+    props = current.to_props()
+    assert props[f"{METADATA_PREFIX}config_format"] == str(CONFIG_FORMAT)
+    assert OnnxMetadata.from_props(props, "new.onnx").config == current.config
+    # export format 1 wrote the config in the checkpoint-format-2 layout, without config_format
+    old_tree = {
+        "model": {"level": 2, "mask_level": None},
+        "loss": {"bce_weight": 3.0},
+        "postprocess": {"merge": "maskformer", "object_threshold": 0.2},
+    }
+    del props[f"{METADATA_PREFIX}config_format"]
+    props[f"{METADATA_PREFIX}format"] = "1"
+    props[f"{METADATA_PREFIX}config"] = yaml.safe_dump(old_tree)
+    expected = load_config(
+        None,
+        [
+            "model.maskconver.level=2",
+            "model.maskconver.loss.bce_weight=3.0",
+            "model.maskconver.merge.mode=maskformer",
+            "model.maskconver.merge.object_threshold=0.2",
+        ],
+    )
+    assert OnnxMetadata.from_props(props, "old.onnx").config == expected
+
+
 def test_predictor_from_onnx_on_path_array_and_pil(trained: Path, tmp_path: Path) -> None:
     from PIL import Image
 
@@ -215,7 +248,14 @@ def test_remax_training_changes_nothing_in_the_export(trained: Path, tmp_path: P
     paths = {}
     for name, extra in (
         ("plain", []),
-        ("remax", ["loss.semantic_weight=0.5", "loss.remask=literal", "loss.reclass_eta=0.1"]),
+        (
+            "remax",
+            [
+                "model.maskconver.loss.semantic_weight=0.5",
+                "model.maskconver.loss.remask=literal",
+                "model.maskconver.loss.reclass_eta=0.1",
+            ],
+        ),
     ):
         cfg = load_config("tiny", extra)
         torch.manual_seed(0)

@@ -76,9 +76,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
             _train(
                 run,
                 "train.max_steps=2",
-                "postprocess.merge=maskformer",
-                "postprocess.mask_threshold=0.0",
-                "postprocess.min_area=0",
+                "model.maskconver.merge.mode=maskformer",
+                "model.maskconver.merge.mask_threshold=0.0",
+                "model.maskconver.merge.min_area=0",
             )
             == 0
         )
@@ -401,10 +401,10 @@ def test_a_refused_resume_changes_nothing(
     assert _train(tmp_path, "train.max_steps=1") == 0
     config_before = (tmp_path / "config.yaml").read_text()
     metrics_before = (tmp_path / "metrics.jsonl").read_text()
-    code = _train(tmp_path, "train.max_steps=2", "model.embedding_dim=16", resume=True)
+    code = _train(tmp_path, "train.max_steps=2", "model.maskconver.embedding_dim=16", resume=True)
     assert code == 2
     err = capsys.readouterr().err
-    assert "model.embedding_dim" in err and "nothing was written" in err
+    assert "model.maskconver.embedding_dim" in err and "nothing was written" in err
     assert (tmp_path / "config.yaml").read_text() == config_before
     assert (tmp_path / "metrics.jsonl").read_text() == metrics_before
 

@@ -24,8 +24,8 @@ BATCH = 2
 SMALL_HEADS = [
     "model.head.channels=32",
     "model.head.num_convs=1",
-    "model.embedding_dim=16",
-    "model.mlp_hidden=32",
+    "model.maskconver.embedding_dim=16",
+    "model.maskconver.mlp_hidden=32",
 ]
 SMALL_UNET = [
     "model.num_classes=null",
@@ -41,7 +41,7 @@ CASES: dict[str, tuple[str, list[str], tuple[int, int]]] = {
     "mobilenet_mh_640": ("mobilenet_mh_640", ["model.num_classes=null", *SMALL_HEADS], (63, 65)),
     "resnet50_unet": ("resnet50_unet", SMALL_UNET, (64, 64)),
     "tiny+fpn": ("tiny", ["model.decoder.name=fpn"], (129, 97)),
-    "tiny+stride8_masks": ("tiny", ["model.mask_level=null"], (129, 97)),
+    "tiny+stride8_masks": ("tiny", ["model.maskconver.mask_level=null"], (129, 97)),
     "tiny+maskconver_fpn+multiscale": (
         "tiny",
         [
@@ -50,11 +50,11 @@ CASES: dict[str, tuple[str, list[str], tuple[int, int]]] = {
             "model.decoder.fusion=concat",
             "model.decoder.separable=true",
             "model.decoder.norm=ln",
-            "model.multiscale=true",
+            "model.maskconver.multiscale=true",
             "model.head.norm=ln",
-            "model.fusion=add",
-            "targets.level_low=[0,1,2,3,4]",
-            "targets.level_high=[1,2,3,4,5]",
+            "model.maskconver.fusion=add",
+            "model.maskconver.targets.level_low=[0,1,2,3,4]",
+            "model.maskconver.targets.level_high=[1,2,3,4,5]",
             *SMALL_HEADS,
         ],
         (129, 97),
@@ -64,12 +64,12 @@ CASES: dict[str, tuple[str, list[str], tuple[int, int]]] = {
         [
             "model.decoder.name=fpn",
             "model.decoder.channels=32",
-            "model.multiscale=true",
-            "model.min_level=3",
-            "model.max_level=5",
+            "model.maskconver.multiscale=true",
+            "model.maskconver.min_level=3",
+            "model.maskconver.max_level=5",
             "model.decoder.max_level=5",
-            "targets.level_low=[0,1,2]",
-            "targets.level_high=[1,2,3]",
+            "model.maskconver.targets.level_low=[0,1,2]",
+            "model.maskconver.targets.level_high=[1,2,3]",
             *SMALL_HEADS,
         ],
         (97, 129),
@@ -172,7 +172,8 @@ def test_contract(name: str) -> None:
 
 def test_single_scale_mask_resolution_is_the_center_level_by_default() -> None:
     out = case_model("tiny+stride8_masks").eval()(images_for("tiny+stride8_masks"))
-    # at 129x97 without model.mask_level: both at stride 8, ceil(129 / 8) x ceil(97 / 8) = 17 x 13
+    # at 129x97 without model.maskconver.mask_level: both at stride 8,
+    # ceil(129 / 8) x ceil(97 / 8) = 17 x 13
     assert out.mask_logits.shape[-2:] == (17, 13)
     assert [x.shape[-2:] for x in out.center_logits] == [(17, 13)]
 
@@ -181,7 +182,8 @@ def test_single_scale_mask_resolution_is_the_center_level_by_default() -> None:
 def test_mask_level_puts_masks_finer_than_centers(name: str) -> None:
     out = case_model(name).eval()(images_for(name))
     # the tiny preset at 129x97: centers at stride 8 -> ceil(129 / 8) x ceil(97 / 8) = 17 x 13;
-    # mask features at model.mask_level 2 (stride 4) -> ceil(129 / 4) x ceil(97 / 4) = 33 x 25
+    # mask features at model.maskconver.mask_level 2 (stride 4) ->
+    # ceil(129 / 4) x ceil(97 / 4) = 33 x 25
     # (with an FPN the pyramid reaches down to the mask level although decoder.min_level is 3)
     assert [x.shape[-2:] for x in out.center_logits] == [(17, 13)]
     assert out.mask_logits.shape[-2:] == (33, 25)

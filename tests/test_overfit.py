@@ -27,10 +27,11 @@ OVERFIT = [
     "train.eval_every=0",
     "train.log_every=50",
     "train.ckpt_every=800",
-    "targets.mask_stride=1",  # mask loss at full resolution: SQ 0.81 -> 0.94 on the crosses
+    # mask loss at full resolution: SQ 0.81 -> 0.94 on the crosses
+    "model.maskconver.targets.mask_stride=1",
     # centers and mask features at stride 4: at stride 8 (12 x 12 cells for 96 px) chains of
     # touching same-class crosses merge and PQ stalls near 0.85 however long it trains
-    "model.level=2",
+    "model.maskconver.level=2",
     f"data.synthetic_train={NUM_IMAGES}",
     "data.synthetic_val=1",
     f"data.synthetic_min_size={SCENE_SIZE}",

@@ -60,14 +60,8 @@ def test_tiny_is_small() -> None:
 @pytest.mark.parametrize(("name", "size"), [("mobilenet_mh_256", 256), ("mobilenet_mh_640", 640)])
 def test_mobilenet_presets_follow_reference_section_6(name: str, size: int) -> None:
     cfg = load_config(name)
-    m, t, loss, post, aug, tr = (
-        cfg.model,
-        cfg.targets,
-        cfg.loss,
-        cfg.postprocess,
-        cfg.augment,
-        cfg.train,
-    )
+    m, mc, aug, tr = cfg.model, cfg.model.maskconver, cfg.augment, cfg.train
+    t, loss, post = mc.targets, mc.loss, mc.merge
     assert (m.num_classes, m.label_space, m.backbone.name, m.backbone.output_stride) == (
         201,
         "raw_ids",
@@ -87,7 +81,14 @@ def test_mobilenet_presets_follow_reference_section_6(name: str, size: int) -> N
         m.head.norm,
         m.head.activation,
     ) == (256, 2, 7, "bn", "relu")
-    assert (m.embedding_dim, m.mlp_hidden, m.mlp_activation, m.fusion, m.multiscale, m.level) == (
+    assert (
+        mc.embedding_dim,
+        mc.mlp_hidden,
+        mc.mlp_activation,
+        mc.fusion,
+        mc.multiscale,
+        mc.level,
+    ) == (
         256,
         256,
         "relu",
@@ -104,7 +105,7 @@ def test_mobilenet_presets_follow_reference_section_6(name: str, size: int) -> N
     )
     assert (t.gaussian_iou, t.mask_stride, t.stuff_dilation) == (0.7, 1, 61)
     assert (loss.center_weight, loss.bce_weight, loss.dice_weight) == (1.0, 5.0, 5.0)
-    assert (post.merge, post.object_threshold, post.overlap_threshold, post.min_area) == (
+    assert (post.mode, post.object_threshold, post.overlap_threshold, post.min_area) == (
         "reference",
         0.01,
         0.7,
@@ -148,9 +149,15 @@ def test_resnet50_unet_preset_follows_reference() -> None:
         7,
     )
     assert (h.num_convs, h.kernel_size, h.norm, h.activation) == (4, 7, "ln", "gelu")
-    assert (m.multiscale, m.min_level, m.max_level, m.pixel_level) == (True, 3, 7, 2)
-    assert (m.mlp_hidden, m.mlp_activation, m.fusion, m.num_proposals) == (1024, "gelu", "add", 256)
-    t = cfg.targets
+    mc = m.maskconver
+    assert (mc.multiscale, mc.min_level, mc.max_level, mc.pixel_level) == (True, 3, 7, 2)
+    assert (mc.mlp_hidden, mc.mlp_activation, mc.fusion, m.num_proposals) == (
+        1024,
+        "gelu",
+        "add",
+        256,
+    )
+    t = mc.targets
     assert (t.thing_center, t.stuff_center) == ("mass", "mass")
     assert list(zip(t.level_low, t.level_high)) == [
         (0, 100),
@@ -159,8 +166,8 @@ def test_resnet50_unet_preset_follows_reference() -> None:
         (400, 800),
         (800, 1e7),
     ]
-    assert (cfg.loss.bce_weight, cfg.loss.dice_weight) == (10.0, 10.0)
-    p = cfg.postprocess
+    assert (mc.loss.bce_weight, mc.loss.dice_weight) == (10.0, 10.0)
+    p = mc.merge
     assert (p.object_threshold, p.overlap_threshold, p.min_area) == (0.2, 0.75, 16)
     a = cfg.augment
     assert (a.input_size, a.copy_paste, a.scale_min, a.scale_max) == ([1280, 1280], True, 0.05, 2.9)
@@ -265,13 +272,15 @@ def test_build_errors_are_named() -> None:
             "tiny",
             3,
             [
-                "model.multiscale=true",
-                "targets.level_low=[0,1,2,3,4]",
-                "targets.level_high=[1,2,3,4,5]",
+                "model.maskconver.multiscale=true",
+                "model.maskconver.targets.level_low=[0,1,2,3,4]",
+                "model.maskconver.targets.level_high=[1,2,3,4,5]",
             ],
         )
-    with pytest.raises(ConfigError, match="model.level .* level 6 .stride 64. is not among"):
-        meta_model("tiny", 3, ["model.level=6"])
+    with pytest.raises(
+        ConfigError, match="model.maskconver.level .* level 6 .stride 64. is not among"
+    ):
+        meta_model("tiny", 3, ["model.maskconver.level=6"])
 
 
 def test_build_model_loads_backbone_weights(

@@ -279,13 +279,19 @@ def test_ground_truth_source_and_statistics() -> None:
 
 
 def test_remax_config_checks() -> None:
-    with pytest.raises(ConfigError, match="loss.semantic_weight > 0"):
-        load_config("tiny", ["loss.remask=literal"])
-    load_config("tiny", ["loss.remask=literal", "loss.remask_source=ground_truth"])
+    with pytest.raises(ConfigError, match="model.maskconver.loss.semantic_weight > 0"):
+        load_config("tiny", ["model.maskconver.loss.remask=literal"])
+    load_config(
+        "tiny",
+        [
+            "model.maskconver.loss.remask=literal",
+            "model.maskconver.loss.remask_source=ground_truth",
+        ],
+    )
     with pytest.raises(ConfigError, match="stuff_mode=region"):
-        load_config("tiny", ["model.stuff_mode=region"])
+        load_config("tiny", ["model.maskconver.stuff_mode=region"])
     with pytest.raises(ConfigError, match="reclass_eta"):
-        load_config("tiny", ["loss.reclass_eta=1.5"])
+        load_config("tiny", ["model.maskconver.loss.reclass_eta=1.5"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,9 +299,9 @@ def test_remax_config_checks() -> None:
 
 
 REMAX = [
-    "loss.semantic_weight=0.5",
-    "loss.remask=literal+maskid",
-    "loss.reclass_eta=0.1",
+    "model.maskconver.loss.semantic_weight=0.5",
+    "model.maskconver.loss.remask=literal+maskid",
+    "model.maskconver.loss.reclass_eta=0.1",
 ]
 
 
@@ -376,7 +382,7 @@ def test_step_schedule_values() -> None:
 
 
 def test_fusion_none_has_no_class_embedding() -> None:
-    cfg = load_config("tiny", ["model.fusion=none"])
+    cfg = load_config("tiny", ["model.maskconver.fusion=none"])
     model = build.build_model(cfg.model, 7)
     assert model.mask_embedding.class_embedding is None
     assert not any("class_embedding" in k for k in model.state_dict())
@@ -388,7 +394,9 @@ def test_region_stuff_comes_from_the_semantic_head() -> None:
     from maskconver.meta.maskconver.postprocess import PanopticPostProcessor, semantic_stuff
     from maskconver.postprocess.merge import MergeCore
 
-    cfg = load_config("tiny", ["model.stuff_mode=region", "loss.semantic_weight=1.0"])
+    cfg = load_config(
+        "tiny", ["model.maskconver.stuff_mode=region", "model.maskconver.loss.semantic_weight=1.0"]
+    )
     model = build.build_model(cfg.model, 3).eval()
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64) * 255)

@@ -54,7 +54,11 @@ def _losses(run: Path) -> dict[int, dict[str, float]]:
     }
 
 
-REMAX = ["loss.semantic_weight=0.5", "loss.remask=literal+maskid", "loss.reclass_eta=0.1"]
+REMAX = [
+    "model.maskconver.loss.semantic_weight=0.5",
+    "model.maskconver.loss.remask=literal+maskid",
+    "model.maskconver.loss.reclass_eta=0.1",
+]
 
 
 @pytest.mark.parametrize("extra", [[], REMAX], ids=["plain", "remax"])
@@ -100,13 +104,48 @@ def test_fresh_run_refuses_checkpoints_and_resume_refuses_another_model(tmp_path
     train(_cfg("train.max_steps=1", "train.ema=false"), tmp_path, progress=False, stop_at=1)
     with pytest.raises(FileExistsError, match="--resume"):
         train(_cfg("train.max_steps=1"), tmp_path, progress=False)
-    with pytest.raises(CheckpointError, match="step_000001.*model.embedding_dim: 32 -> 16"):
+    with pytest.raises(
+        CheckpointError, match="step_000001.*model.maskconver.embedding_dim: 32 -> 16"
+    ):
         train(
-            _cfg("train.max_steps=2", "model.embedding_dim=16"),
+            _cfg("train.max_steps=2", "model.maskconver.embedding_dim=16"),
             tmp_path,
             resume=True,
             progress=False,
         )
+
+
+@pytest.mark.parametrize("arch", ["tiny", "dr1mask_small"])
+def test_resume_compares_the_network_not_the_targets_losses_or_merge(
+    arch: str, tmp_path: Path
+) -> None:
+    import json
+
+    from maskconver.config import dump_config
+    from maskconver.engine.checkpoint import FORMAT_VERSION
+    from maskconver.engine.run_dir import check_resumable
+
+    (tmp_path / "meta.json").write_text(json.dumps({"format": FORMAT_VERSION}))
+    (tmp_path / "config.yaml").write_text(dump_config(load_config(arch)))
+    # settings that sat outside `model` before checkpoint format 3 may change on resume
+    check_resumable(
+        tmp_path,
+        load_config(
+            arch,
+            [
+                "model.maskconver.loss.bce_weight=1",
+                "model.maskconver.targets.mask_stride=4",
+                "model.maskconver.merge.min_area=1",
+                "model.dr1mask.merge.object_threshold=0.9",
+            ],
+        ),
+    )
+    for changed, shown in [
+        ("model.maskconver.embedding_dim=8", "model.maskconver.embedding_dim: .* -> 8"),
+        ("model.dr1mask.merge.mode=paste", "model.dr1mask.merge.mode: 'argmax' -> 'paste'"),
+    ]:
+        with pytest.raises(CheckpointError, match=shown):
+            check_resumable(tmp_path, load_config(arch, [changed]))
 
 
 class _NaNAfter(nn.Module):

@@ -1,6 +1,8 @@
 """Named network parts: norms, backbones and decoders (dict literals), built from ``ModelConfig``.
 
-Every decoder is sized from the backbone's declared feature contract (``channels``/``strides``).
+Every decoder is sized from the backbone's declared feature contract (``channels``/``strides``);
+a pyramid decoder spans the levels MaskConver's heads read (``model.maskconver``: ``level`` and
+``mask_level``, or ``min_level..max_level`` when multi-scale).
 """
 
 from __future__ import annotations
@@ -125,14 +127,16 @@ def _aspp(cfg: ModelConfig, backbone: Backbone) -> Decoder:
 
 def _fpn_max_level(cfg: ModelConfig) -> int:
     """Single-scale models read one level, so the pyramid stops there (no unused outputs)."""
-    return cfg.decoder.max_level if cfg.multiscale else cfg.level
+    mc = cfg.maskconver
+    return cfg.decoder.max_level if mc.multiscale else mc.level
 
 
 def _fpn_min_level(cfg: ModelConfig) -> int:
-    """The pyramid's finest level: down to ``model.mask_level`` when the masks are finer."""
-    if cfg.multiscale or cfg.mask_level is None:
+    """The pyramid's finest level: down to MaskConver's ``mask_level`` when the masks are finer."""
+    mc = cfg.maskconver
+    if mc.multiscale or mc.mask_level is None:
         return cfg.decoder.min_level
-    return min(cfg.decoder.min_level, cfg.mask_level)
+    return min(cfg.decoder.min_level, mc.mask_level)
 
 
 def _maskconver_fpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
@@ -180,7 +184,9 @@ def _bifpn(cfg: ModelConfig, backbone: Backbone) -> Decoder:
         min_level=_fpn_min_level(cfg),
         max_level=d.max_level,
         num_repeats=d.bifpn_repeats,
-        num_outputs=None if cfg.multiscale else cfg.level - _fpn_min_level(cfg) + 1,
+        num_outputs=None
+        if cfg.maskconver.multiscale
+        else cfg.maskconver.level - _fpn_min_level(cfg) + 1,
         norm_layer=NORMS[d.norm](cfg),
         act_layer=get_act_layer(cfg.head.activation),
     )
@@ -203,7 +209,8 @@ def _convnext_unet(cfg: ModelConfig, backbone: Backbone) -> Decoder:
 
 def head_levels(cfg: ModelConfig) -> list[int]:
     """Levels the center and embedding heads read (one for single-scale)."""
-    return list(range(cfg.min_level, cfg.max_level + 1)) if cfg.multiscale else [cfg.level]
+    mc = cfg.maskconver
+    return list(range(mc.min_level, mc.max_level + 1)) if mc.multiscale else [mc.level]
 
 
 def _dr1basis(cfg: ModelConfig, backbone: Backbone) -> Decoder:

@@ -63,13 +63,15 @@ def register(subparsers: Any) -> None:
         "--score-threshold",
         type=float,
         default=None,
-        help="keep proposals scoring above this (default: postprocess.object_threshold)",
+        help="keep proposals scoring above this (default: the model's "
+        "model.<meta_architecture>.merge.object_threshold)",
     )
     p.add_argument(
         "--overlap-threshold",
         type=float,
         default=None,
-        help="the merge's overlap threshold (default: the model's postprocess.overlap_threshold)",
+        help="the merge's overlap threshold (default: the model's "
+        "model.<meta_architecture>.merge.overlap_threshold)",
     )
     p.add_argument(
         "--image-info",

@@ -18,8 +18,12 @@ so a crash never leaves a half-written ``step_*`` directory. ``checkpoints/best/
 of the best checkpoint by a metric (no symlinks).
 
 Formats: 1 (maskconver 0.1.0) stored ``hard_sigmoid`` under ``postprocess``; format 2 moved it to
-``model`` and added ``meta_architecture``. Older checkpoints are migrated on load
-(``config.migrate_config_tree``); a checkpoint from a newer format is refused with a clear error.
+``model`` and added ``meta_architecture``; format 3 gave each meta-architecture its own config
+sub-block: MaskConver's model fields, ``targets``, ``loss`` and merge settings under
+``model.maskconver``, DR1Mask's merge settings under ``model.dr1mask.merge``, the merge thresholds
+of ``postprocess`` in the merge of the checkpoint's meta-architecture. Older checkpoints are
+migrated on load (``config.migrate_config_tree``, the moves in ``config/migrate.py``); a
+checkpoint from a newer format is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ EMA_FILE = "ema.safetensors"
 CRITERION_FILE = "criterion.safetensors"
 CONFIG_FILE = "config.yaml"
 TRAINER_FILE = "trainer.pt"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class CheckpointError(MaskconverError, RuntimeError):

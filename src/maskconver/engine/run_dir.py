@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maskconver.config import (
+    MERGE_THRESHOLDS,
     Config,
     config_from_dict,
     dump_config,
@@ -35,6 +36,14 @@ from maskconver.engine.logging import METRICS_FILE
 from maskconver.files import process_alive, write_text_atomic
 
 _LEFTOVER = re.compile(r"\.(tmp|old)-(\d+)$")
+# model-section settings that do not describe the network (training targets, losses, merges:
+# outside ``model`` before checkpoint format 3); a resumed run may change them
+_NOT_THE_NETWORK = (
+    "model.maskconver.targets.",
+    "model.maskconver.loss.",
+    "model.maskconver.merge.",
+    *(f"model.dr1mask.merge.{name}" for name in MERGE_THRESHOLDS),
+)
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -61,7 +70,9 @@ def check_resumable(checkpoint: Path, cfg: Config) -> None:
     new = _flatten(to_dict(cfg.model), "model.")
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     # a weight file is read only at the start of a run; changing it does not change the model
-    changed = [k for k in changed if k != "model.backbone.weights"]
+    changed = [
+        k for k in changed if k != "model.backbone.weights" and not k.startswith(_NOT_THE_NETWORK)
+    ]
     if changed:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
         more = f" (+{len(changed) - 5} more)" if len(changed) > 5 else ""

@@ -2,11 +2,11 @@
 
 ``export_onnx`` traces ``PanopticExportModule`` (image -> merge core) with the legacy exporter
 (opset 17, no onnxscript needed), adds the metadata (``METADATA_*``: format, package version,
-resolved config, categories, class count, input layout, quantization) and writes the file
-atomically. ``quantize_onnx`` makes an int8 copy with onnxruntime's quantizer: ``dynamic``
-(weights int8, activations quantized at run time) or ``static`` (QDQ, per-channel weights,
-activation ranges calibrated on images). Only convolutions and matrix products are quantized;
-the merge (sort, argmax, counts) stays in float.
+resolved config and the format of its layout, categories, class count, input layout,
+quantization) and writes the file atomically. ``quantize_onnx`` makes an int8 copy with
+onnxruntime's quantizer: ``dynamic`` (weights int8, activations quantized at run time) or
+``static`` (QDQ, per-channel weights, activation ranges calibrated on images). Only
+convolutions and matrix products are quantized; the merge (sort, argmax, counts) stays in float.
 """
 
 from __future__ import annotations
@@ -24,11 +24,19 @@ import numpy as np
 import torch
 
 import maskconver
-from maskconver.config import Config, config_from_dict, dump_config
+from maskconver.config import (
+    CONFIG_FORMAT,
+    Config,
+    config_from_dict,
+    dump_config,
+    migrate_config_tree,
+)
 from maskconver.data.types import CategorySet
 from maskconver.export.graph import INPUT_NAMES, ExportError, ExportGraph
 
-EXPORT_FORMAT = 1
+# 2: the config in the checkpoint-format-3 layout, its layout named by the ``config_format`` key
+# (format 1 files hold a format-1 or format-2 config, migrated on read)
+EXPORT_FORMAT = 2
 OPSET = 17
 METADATA_PREFIX = "maskconver."
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
@@ -62,6 +70,7 @@ class OnnxMetadata:
             f"{METADATA_PREFIX}format": str(EXPORT_FORMAT),
             f"{METADATA_PREFIX}version": self.version,
             f"{METADATA_PREFIX}config": dump_config(self.config),
+            f"{METADATA_PREFIX}config_format": str(CONFIG_FORMAT),
             f"{METADATA_PREFIX}categories": json.dumps(self.categories.to_json()),
             f"{METADATA_PREFIX}label_space": self.categories.label_space,
             f"{METADATA_PREFIX}num_classes": str(self.num_classes),
@@ -94,7 +103,10 @@ class OnnxMetadata:
                 f"({EXPORT_FORMAT}): upgrade maskconver"
             )
         try:
-            config = config_from_dict(yaml.safe_load(get("config")) or {})
+            tree = yaml.safe_load(get("config")) or {}
+            # the config layout's checkpoint format; export format 1 did not record it
+            config_format = int(props.get(f"{METADATA_PREFIX}config_format", "1"))
+            config = config_from_dict(migrate_config_tree(tree, config_format))
             categories = CategorySet.from_json(json.loads(get("categories")), get("label_space"))
             layout = json.loads(get("input"))
             outputs = json.loads(get("outputs"))

@@ -143,19 +143,19 @@ def build_postprocessor(
     class_to_category = [-1] * num_classes
     for c in categories.categories:
         class_to_category[categories.index(c.id)] = c.id
-    p = cfg.postprocess
+    m = cfg.model.dr1mask.merge
     return DR1MaskPostProcessor(
         class_to_category=class_to_category,
         is_thing_class=categories.is_thing_mask(num_classes).tolist(),
-        merge=cfg.model.dr1mask.merge,
-        object_threshold=p.object_threshold,
-        overlap_threshold=p.overlap_threshold,
-        min_area=p.min_area,
-        mask_threshold=p.mask_threshold,
+        merge=m.mode,
+        object_threshold=m.object_threshold,
+        overlap_threshold=m.overlap_threshold,
+        min_area=m.min_area,
+        mask_threshold=m.mask_threshold,
         basis_stride=basis_stride(cfg.model),
         mask_size=cfg.model.dr1mask.mask_size,
-        box_crop=cfg.model.dr1mask.box_crop,
-        max_canvas_pixels=p.max_canvas_pixels,
+        box_crop=m.box_crop,
+        max_canvas_pixels=cfg.postprocess.max_canvas_pixels,
     )
 
 

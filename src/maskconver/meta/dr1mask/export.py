@@ -36,8 +36,8 @@ class DR1MaskExportModule(nn.Module):
         super().__init__()
         if postprocessor.merge != "argmax":
             raise ExportError(
-                "model.dr1mask.merge=paste is not exportable (a Python loop over detections); "
-                "export with --set model.dr1mask.merge=argmax"
+                "model.dr1mask.merge.mode=paste is not exportable (a Python loop over "
+                "detections); export with --set model.dr1mask.merge.mode=argmax"
             )
         self.model = model.eval()
         self.post = postprocessor

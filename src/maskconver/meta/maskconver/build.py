@@ -1,9 +1,10 @@
 """The MaskConver table entry (``ENTRY``): model, targets, criterion, post-processor, teacher call.
 
-Single-scale: centers, center embeddings and pixel embeddings at ``model.level`` (pixel
-embeddings at ``model.mask_level`` when set; ASPP with a
-DeepLabv3+ sum-to-merge per head, or one FPN level). Multi-scale: center heads on decoder levels
-``min_level..max_level``, pixel head on the pyramid fusion at ``pixel_level``.
+Everything MaskConver-specific is in ``model.maskconver`` (``MaskConverConfig``: its model
+fields, ``targets``, ``loss`` and ``merge``). Single-scale: centers, center embeddings and pixel
+embeddings at ``model.maskconver.level`` (pixel embeddings at ``mask_level`` when set; ASPP with
+a DeepLabv3+ sum-to-merge per head, or one FPN level). Multi-scale: center heads on decoder
+levels ``min_level..max_level``, pixel head on the pyramid fusion at ``pixel_level``.
 """
 
 from __future__ import annotations
@@ -47,29 +48,37 @@ def _fusions(
 ) -> tuple[list[nn.Module], int, tuple[int, int, int]]:
     """Three independent (center, embedding, pixel) fusions, center-level count, head widths."""
     strides, dec_channels = decoder.strides, decoder.channels
+    mc = cfg.maskconver
     if decoder.roles is not None:  # the decoder says which of its maps feed which head
         roles = decoder.roles
         heads = [roles["center"], roles["embedding"], roles["pixel"]]
         widths = tuple(dec_channels[r[0]] for r in heads)
         return [SelectLevels(r) for r in heads], len(roles["center"]), widths  # type: ignore[return-value]
-    if cfg.multiscale:
+    if mc.multiscale:
         if cfg.decoder.name == "aspp":
             raise ConfigError(
-                "model.multiscale needs an FPN decoder (decoder.name fpn or maskconver_fpn)"
+                "model.maskconver.multiscale needs an FPN decoder (decoder.name fpn or "
+                "maskconver_fpn)"
             )
-        levels = range(cfg.min_level, cfg.max_level + 1)
-        indices = [_stride_index(strides, lv, "model.min_level..max_level") for lv in levels]
-        target = _stride_index(backbone.strides, cfg.pixel_level, "model.pixel_level (backbone)")
+        levels = range(mc.min_level, mc.max_level + 1)
+        indices = [
+            _stride_index(strides, lv, "model.maskconver.min_level..max_level") for lv in levels
+        ]
+        target = _stride_index(
+            backbone.strides, mc.pixel_level, "model.maskconver.pixel_level (backbone)"
+        )
         fusions: list[nn.Module] = [
             SelectLevels(indices),
             SelectLevels(indices),
             PyramidFusion(target_index=target),
         ]
         return fusions, len(indices), (dec_channels[0],) * 3
-    mask_level = cfg.level if cfg.mask_level is None else cfg.mask_level
+    mask_level = mc.level if mc.mask_level is None else mc.mask_level
     if cfg.decoder.name == "aspp":
-        low = _stride_index(backbone.strides, cfg.level, "model.level (backbone)")
-        mask_low = _stride_index(backbone.strides, mask_level, "model.mask_level (backbone)")
+        low = _stride_index(backbone.strides, mc.level, "model.maskconver.level (backbone)")
+        mask_low = _stride_index(
+            backbone.strides, mask_level, "model.maskconver.mask_level (backbone)"
+        )
         width = cfg.head.low_level_channels
         if dec_channels[0] != width:
             raise ConfigError(
@@ -88,14 +97,14 @@ def _fusions(
             for index in (low, low, mask_low)
         ]
         return fusions, 1, (width,) * 3
-    index = _stride_index(strides, cfg.level, "model.level (decoder)")
-    mask_index = _stride_index(strides, mask_level, "model.mask_level (decoder)")
+    index = _stride_index(strides, mc.level, "model.maskconver.level (decoder)")
+    mask_index = _stride_index(strides, mask_level, "model.maskconver.mask_level (decoder)")
     fusions = [SelectLevels([index]), SelectLevels([index]), SelectLevels([mask_index])]
     return fusions, 1, (dec_channels[index], dec_channels[index], dec_channels[mask_index])
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
-    """Assemble ``MaskConver`` from the model config.
+    """Assemble ``MaskConver`` from the model config (its own fields: ``cfg.maskconver``).
 
     Single-scale: centers, center embeddings and pixel embeddings at ``level`` (pixel embeddings
     at ``mask_level`` when set); with ASPP every
@@ -112,8 +121,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
     (center_fusion, embedding_fusion, pixel_fusion), num_levels, widths = _fusions(
         cfg, backbone, decoder
     )
-    h = cfg.head
-    semantic_head = build_semantic_head(cfg, num_classes) if cfg.stuff_mode == "region" else None
+    h, mc = cfg.head, cfg.maskconver
+    semantic_head = build_semantic_head(cfg, num_classes) if mc.stuff_mode == "region" else None
     head = partial(
         LightHead,
         channels=h.channels,
@@ -129,17 +138,17 @@ def build_model(cfg: ModelConfig, num_classes: int) -> MaskConver:
         embedding_fusion=embedding_fusion,
         pixel_fusion=pixel_fusion,
         center_head=head(widths[0], num_classes, num_levels=num_levels, prior_prob=h.prior_prob),
-        embedding_head=head(widths[1], cfg.embedding_dim, num_levels=num_levels),
-        pixel_head=head(widths[2], cfg.embedding_dim, num_levels=1),
+        embedding_head=head(widths[1], mc.embedding_dim, num_levels=num_levels),
+        pixel_head=head(widths[2], mc.embedding_dim, num_levels=1),
         mask_embedding=MaskEmbeddingGenerator(
             num_classes,
-            cfg.embedding_dim,
-            hidden_dim=cfg.mlp_hidden,
-            fusion=cfg.fusion,
-            act_layer=get_act_layer(cfg.mlp_activation),
+            mc.embedding_dim,
+            hidden_dim=mc.mlp_hidden,
+            fusion=mc.fusion,
+            act_layer=get_act_layer(mc.mlp_activation),
         ),
         num_proposals=cfg.num_proposals,
-        hard_sigmoid=cfg.hard_sigmoid,
+        hard_sigmoid=mc.hard_sigmoid,
         semantic_head=semantic_head,
     )
 
@@ -148,7 +157,7 @@ def build_semantic_head(cfg: ModelConfig, num_classes: int) -> SemanticHead:
     """The per-pixel classifier on the mask features (``embedding_dim`` channels)."""
     h = cfg.head
     return SemanticHead(
-        cfg.embedding_dim,
+        cfg.maskconver.embedding_dim,
         num_classes,
         channels=h.semantic_channels,
         num_convs=h.semantic_convs,
@@ -163,16 +172,18 @@ def build_semantic_head(cfg: ModelConfig, num_classes: int) -> SemanticHead:
 
 def center_strides(cfg: ModelConfig) -> list[int]:
     """Strides of the center levels (one for single-scale)."""
-    if cfg.multiscale:
-        return [2**lv for lv in range(cfg.min_level, cfg.max_level + 1)]
-    return [2**cfg.level]
+    mc = cfg.maskconver
+    if mc.multiscale:
+        return [2**lv for lv in range(mc.min_level, mc.max_level + 1)]
+    return [2**mc.level]
 
 
 def build_target_generator(cfg: Config, categories: CategorySet, num_classes: int) -> Any:
     """``TargetGenerator`` matching the model's center levels and K."""
     from maskconver.meta.maskconver.targets.generator import TargetGenerator
 
-    t = cfg.targets
+    mc = cfg.model.maskconver
+    t = mc.targets
     return TargetGenerator(
         num_classes=num_classes,
         category_to_class={c.id: categories.index(c.id) for c in categories.categories},
@@ -186,22 +197,24 @@ def build_target_generator(cfg: Config, categories: CategorySet, num_classes: in
         stuff_dilation=t.stuff_dilation,
         min_stuff_area=t.min_stuff_area,
         gaussian_iou=t.gaussian_iou,
-        level_ranges=list(zip(t.level_low, t.level_high)) if cfg.model.multiscale else None,
+        level_ranges=list(zip(t.level_low, t.level_high)) if mc.multiscale else None,
         crowd_as_ignore=t.crowd_as_ignore,
-        stuff_centers=cfg.model.stuff_mode == "center",
+        stuff_centers=mc.stuff_mode == "center",
     )
 
 
 def build_criterion(cfg: Config, num_classes: int) -> nn.Module:
     """``MaskConverCriterion`` with the configured loss weights and ReMaX settings.
 
-    With ``loss.semantic_weight > 0`` and center-based stuff the criterion owns a training-only
-    ``SemanticHead`` on the mask features; with region-based stuff the model has its own.
+    With ``model.maskconver.loss.semantic_weight > 0`` and center-based stuff the criterion owns
+    a training-only ``SemanticHead`` on the mask features; with region-based stuff the model has
+    its own.
     """
     from maskconver.meta.maskconver.losses.criterion import MaskConverCriterion
 
-    loss = cfg.loss
-    training_head = loss.semantic_weight > 0 and cfg.model.stuff_mode == "center"
+    mc = cfg.model.maskconver
+    loss = mc.loss
+    training_head = loss.semantic_weight > 0 and mc.stuff_mode == "center"
     return MaskConverCriterion(
         center_weight=loss.center_weight,
         bce_weight=loss.bce_weight,
@@ -220,7 +233,7 @@ def build_criterion(cfg: Config, num_classes: int) -> nn.Module:
         maskid_weight=loss.maskid_weight,
         reclass_eta=loss.reclass_eta,
         reclass_splat=loss.reclass_splat,
-        hard_sigmoid=cfg.model.hard_sigmoid,
+        hard_sigmoid=mc.hard_sigmoid,
     )
 
 
@@ -231,18 +244,19 @@ def build_postprocessor(
     class_to_category = [-1] * num_classes
     for c in categories.categories:
         class_to_category[categories.index(c.id)] = c.id
-    p = cfg.postprocess
+    mc = cfg.model.maskconver
+    m = mc.merge
     return PanopticPostProcessor(
         class_to_category=class_to_category,
         is_thing_class=categories.is_thing_mask(num_classes).tolist(),
-        merge=p.merge,
-        object_threshold=p.object_threshold,
-        overlap_threshold=p.overlap_threshold,
-        min_area=p.min_area,
-        mask_threshold=p.mask_threshold,
-        hard_sigmoid=cfg.model.hard_sigmoid,
-        stuff_from_semantic=cfg.model.stuff_mode == "region",
-        max_canvas_pixels=p.max_canvas_pixels,
+        merge=m.mode,
+        object_threshold=m.object_threshold,
+        overlap_threshold=m.overlap_threshold,
+        min_area=m.min_area,
+        mask_threshold=m.mask_threshold,
+        hard_sigmoid=mc.hard_sigmoid,
+        stuff_from_semantic=mc.stuff_mode == "region",
+        max_canvas_pixels=cfg.postprocess.max_canvas_pixels,
     )
 
 
