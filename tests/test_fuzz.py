@@ -132,3 +132,23 @@ def test_corrupted_panoptic_pngs_raise_dataset_error(
         _read_all(copy_root, copy_root / "annotations" / "panoptic_val2017.json")
     except DatasetError as e:
         assert "image id" in str(e)
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("color", [float("inf"), 0, 0], "must be finite numbers"),
+        ("color", [0, float("nan"), 0], "must be finite numbers"),
+        ("id", float("inf"), "needs an integer 'id'"),
+    ],
+)
+def test_a_non_finite_category_id_or_color_is_a_dataset_error(
+    root: Path, tmp_path: Path, field: str, value: Any, message: str
+) -> None:
+    """The case hypothesis found (``inf`` in a colour raised OverflowError), pinned."""
+    data = json.loads((root / "annotations" / "panoptic_val2017.json").read_text())
+    data["categories"][3][field] = value
+    json_path = tmp_path / "bad.json"
+    json_path.write_text(json.dumps(data))  # json writes Infinity, as a buggy tool would
+    with pytest.raises(DatasetError, match=rf"bad\.json.*{message}"):
+        _read_all(root, json_path)

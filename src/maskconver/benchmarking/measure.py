@@ -50,21 +50,14 @@ def count_macs(model: torch.nn.Module, size: tuple[int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
-def dummy_postprocessor(num_classes: int, cfg: Config | None = None) -> PostProcessor:
-    """A post-processor with every class mapped (id = index + 1), alternating thing/stuff.
+def dummy_postprocessor(num_classes: int, cfg: Config) -> PostProcessor:
+    """The config's meta-architecture's post-processor with every class mapped.
 
-    It is the config's meta-architecture's, or MaskConver's with default thresholds when no
-    config is given.
+    Category ids are ``index + 1``, alternating thing/stuff.
     """
     from maskconver.build import build_postprocessor
     from maskconver.data.types import Category, CategorySet
-    from maskconver.meta.maskconver.postprocess import PanopticPostProcessor
 
-    if cfg is None:
-        return PanopticPostProcessor(
-            class_to_category=[i + 1 for i in range(num_classes)],
-            is_thing_class=[i % 2 == 0 for i in range(num_classes)],
-        )
     categories = CategorySet(
         [Category(i + 1, f"class{i + 1}", i % 2 == 0) for i in range(num_classes)]
     )

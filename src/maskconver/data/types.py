@@ -143,10 +143,17 @@ class CategorySet:
                 raise ValueError(
                     f"category {item.get('id')}: color must be [r, g, b], got {raw_color}"
                 )
-            color = (int(raw_color[0]), int(raw_color[1]), int(raw_color[2]))
+            try:  # int() of inf / nan / a string raises OverflowError / ValueError / TypeError
+                color = (int(raw_color[0]), int(raw_color[1]), int(raw_color[2]))
+                category_id = int(item["id"])  # type: ignore[call-overload]
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError(
+                    f"category {item.get('id')!r}: id and color [r, g, b] must be finite "
+                    f"numbers, got id {item.get('id')!r} and color {raw_color!r}"
+                ) from None
             cats.append(
                 Category(
-                    id=int(item["id"]),  # type: ignore[call-overload]
+                    id=category_id,
                     name=str(item.get("name", item["id"])),
                     isthing=bool(item.get("isthing", 1)),
                     color=color,
