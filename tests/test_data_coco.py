@@ -480,3 +480,16 @@ def test_rgb2id_is_exact_for_every_layout() -> None:
         np.testing.assert_array_equal(ids, want, err_msg=name)
     assert rgb2id(np.zeros((0, 4, 3), np.uint8)).shape == (0, 4)
     assert rgb2id(np.full((1, 1, 3), 255, np.uint8)).item() == 2**24 - 1
+
+
+def test_class_to_category_inverts_the_label_space() -> None:
+    from maskconver.data.types import Category, CategorySet
+
+    cats = [Category(7, "a", True), Category(3, "b", False), Category(12, "c", True)]
+    contiguous = CategorySet(cats)  # class index = position in id order
+    assert contiguous.class_to_category(4) == [3, 7, 12, -1]
+    assert [contiguous.category_id(i) for i in range(3)] == [3, 7, 12]
+    raw = CategorySet(cats, "raw_ids")  # class index = category id
+    expected = [-1] * 13
+    expected[3], expected[7], expected[12] = 3, 7, 12
+    assert raw.class_to_category(13) == expected

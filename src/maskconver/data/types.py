@@ -116,6 +116,13 @@ class CategorySet:
         except KeyError:
             raise KeyError(f"class index {index} maps to no category") from None
 
+    def class_to_category(self, num_classes: int) -> list[int]:
+        """``[num_classes]`` dataset category id of each class index, -1 where none maps."""
+        out = [-1] * num_classes
+        for c in self.categories:
+            out[self._id_to_index[c.id]] = c.id
+        return out
+
     def is_thing_mask(self, num_classes: int | None = None) -> np.ndarray:
         """``[num_classes]`` bool: True where the class index is a thing category."""
         n = num_classes if num_classes is not None else self.num_classes

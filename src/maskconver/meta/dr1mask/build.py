@@ -140,12 +140,9 @@ def build_postprocessor(
     cfg: Config, categories: CategorySet, num_classes: int
 ) -> DR1MaskPostProcessor:
     """The unified-argmax (or paste) post-processor, class indices mapped to category ids."""
-    class_to_category = [-1] * num_classes
-    for c in categories.categories:
-        class_to_category[categories.index(c.id)] = c.id
     m = cfg.model.dr1mask.merge
     return DR1MaskPostProcessor(
-        class_to_category=class_to_category,
+        class_to_category=categories.class_to_category(num_classes),
         is_thing_class=categories.is_thing_mask(num_classes).tolist(),
         merge=m.mode,
         object_threshold=m.object_threshold,

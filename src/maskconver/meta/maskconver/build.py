@@ -241,13 +241,10 @@ def build_postprocessor(
     cfg: Config, categories: CategorySet, num_classes: int
 ) -> PanopticPostProcessor:
     """Panoptic merge mapping class indices back to dataset category ids."""
-    class_to_category = [-1] * num_classes
-    for c in categories.categories:
-        class_to_category[categories.index(c.id)] = c.id
     mc = cfg.model.maskconver
     m = mc.merge
     return PanopticPostProcessor(
-        class_to_category=class_to_category,
+        class_to_category=categories.class_to_category(num_classes),
         is_thing_class=categories.is_thing_mask(num_classes).tolist(),
         merge=m.mode,
         object_threshold=m.object_threshold,
