@@ -263,12 +263,13 @@ def test_coco_stuff_pngs_with_an_id0_category(tmp_path: Path) -> None:
     assert any("255" in n for n in report.notes)
 
 
-def test_coco_missing_image_and_bad_rle_are_skipped(tmp_path: Path) -> None:
+def test_coco_missing_image_skipped_and_bad_rle_dropped(tmp_path: Path) -> None:
     write_image(tmp_path / "img" / "a.png")
+    write_image(tmp_path / "img" / "b.png")
     images = [
         {"id": 1, "file_name": "a.png", "height": H, "width": W},
         {"id": 2, "file_name": "gone.png", "height": H, "width": W},
-        {"id": 3, "file_name": "a.png", "height": H, "width": W},  # same file, bad annotation
+        {"id": 3, "file_name": "b.png", "height": H, "width": W},  # a bad annotation
     ]
     wrong = {"size": [H + 1, W], "counts": [0, (H + 1) * W]}
     anns = [
@@ -277,10 +278,12 @@ def test_coco_missing_image_and_bad_rle_are_skipped(tmp_path: Path) -> None:
     ]
     src = write_json(tmp_path / "i.json", coco_doc(anns, images))
     report = convert_coco_instances(src, tmp_path / "img", tmp_path / "out")
-    assert report.images_seen == 3 and report.images_converted == 1
+    # the missing image is skipped; image 3 converts without its bad annotation (dropped)
+    assert report.images_seen == 3 and report.images_converted == 2
     reasons = {Path(p.where).name: p.reason for p in report.skipped}
-    assert "not found" in reasons["gone.png"]
-    assert "annotation 5" in reasons["a.png"] and "RLE size" in reasons["a.png"]
+    assert list(reasons) == ["gone.png"] and "not found" in reasons["gone.png"]
+    (bad,) = report.dropped
+    assert bad.where == f"{src}: annotation 5 (image id 3)" and "RLE size" in bad.reason
     with pytest.raises(DatasetError, match="gone.png"):
         convert_coco_instances(src, tmp_path / "img", tmp_path / "out2", strict=True)
 
@@ -437,8 +440,12 @@ def test_labelme_missing_image_and_wrong_json(tmp_path: Path) -> None:
         convert_labelme(src, tmp_path / "out2", strict=True)
     bad_points = [shape("cat", [[0, 0], [1, 1]])]  # a polygon of 2 points
     write_json(tmp_path / "lm2" / "e.json", labelme_doc(bad_points, image_path="../lm/a.png"))
+    report = convert_labelme(tmp_path / "lm2", tmp_path / "out3")  # dropped, the image converts
+    assert [(Path(p.where).name, p.reason) for p in report.dropped] == [
+        ("e.json: shape 0 ('cat')", "a polygon needs >= 3 points, got 2")
+    ]
     with pytest.raises(DatasetError, match=r"e\.json: shape 0 .*3 points"):
-        convert_labelme(tmp_path / "lm2", tmp_path / "out3")
+        convert_labelme(tmp_path / "lm2", tmp_path / "out4", strict=True)
 
 
 # ----------------------------------------------------------------------------- voc

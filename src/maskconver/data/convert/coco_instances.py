@@ -37,6 +37,7 @@ from maskconver.data.convert.coco_json import (
     load_json_object,
     segmentation_mask,
 )
+from maskconver.data.convert.geometry import InvalidAnnotation, short_repr
 from maskconver.data.convert.labels import read_label_png
 from maskconver.data.convert.output import DatasetOutput, image_size
 from maskconver.data.convert.paint import Canvas
@@ -74,7 +75,7 @@ def _merge_categories(groups: list[tuple[Path, list[Category]]]) -> list[Categor
 def _group_annotations(
     data: dict[str, Any], path: Path, images: dict[int, dict[str, Any]], report: ConvertReport
 ) -> dict[int, list[tuple[str, dict[str, Any]]]]:
-    """Annotations per image id, each with its name for the report (``FILE: annotation ID``)."""
+    """Annotations per image id, with their report names; a bad category id / iscrowd is dropped."""
     out: dict[int, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for k, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
@@ -83,6 +84,16 @@ def _group_annotations(
         image_id = ann.get("image_id")
         if not isinstance(image_id, int) or image_id not in images:
             report.drop(name, f"image id {image_id!r} is not in the images list")
+            continue
+        cat_id, crowd = ann.get("category_id"), ann.get("iscrowd", 0)
+        bad_category = not isinstance(cat_id, int) or isinstance(cat_id, bool)
+        if bad_category or not isinstance(crowd, int) or crowd not in (0, 1):
+            reason = (
+                f"category id {short_repr(cat_id)} is not an integer"
+                if bad_category
+                else f"iscrowd must be 0 or 1, got {short_repr(crowd)}"
+            )
+            report.invalid(f"{name} (image id {image_id})", reason)
             continue
         out[image_id].append((name, ann))
     return out
@@ -114,12 +125,27 @@ class _Converter:
         self.unknown_png_values: Counter[int] = Counter()
         self.erased: set[str] = set()  # stuff segments of this image dropped for their area
 
-    def category(self, ann: dict[str, Any], name: str) -> Category:
-        raw = ann.get("category_id")
-        cat_id = self.id_map.get(raw) if isinstance(raw, int) else None
-        if cat_id is None:
-            raise DatasetError(f"{name}: category id {raw!r} is not among the categories")
-        return self.categories.by_id[cat_id]
+    def resolve(
+        self, annotations: list[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[str, dict[str, Any], Category]]:
+        """Each annotation with its category; one of an unknown category is invalid (dropped)."""
+        out = []
+        for name, ann in annotations:
+            cat_id = self.id_map.get(ann["category_id"])
+            if cat_id is None:
+                reason = f"category id {ann['category_id']} is not among the categories"
+                self.report.invalid(f"{name} (image id {ann['image_id']})", reason)
+                continue
+            out.append((name, ann, self.categories.by_id[cat_id]))
+        return out
+
+    def mask(self, ann: dict[str, Any], name: str, height: int, width: int) -> np.ndarray | None:
+        """The ``[H, W]`` bool mask, or None for an invalid one (reported; strict: an error)."""
+        try:
+            return segmentation_mask(ann.get("segmentation"), height, width)
+        except InvalidAnnotation as e:
+            self.report.invalid(f"{name} (image id {ann.get('image_id')})", e.reason)
+            return None
 
     def paint_things(
         self, canvas: Canvas, things: list[tuple[str, dict[str, Any], Category]], source: str
@@ -130,10 +156,10 @@ class _Converter:
             things = sorted(things, key=lambda t: -float(t[1]["score"]))
         things = sorted(things, key=lambda t: bool(t[1].get("iscrowd", 0)))  # stable
         for name, ann, cat in things:
-            mask = segmentation_mask(ann.get("segmentation"), height, width, name)
-            crowd = ann.get("iscrowd", 0)
-            if crowd not in (0, 1, True, False):
-                raise DatasetError(f"{name}: iscrowd must be 0 or 1, got {crowd!r}")
+            mask = self.mask(ann, name, height, width)
+            if mask is None:
+                continue
+            crowd = ann.get("iscrowd", 0)  # 0 or 1 (checked in _group_annotations)
             area = int(mask.sum())
             if area == 0:
                 self.report.drop(name, "empty mask")
@@ -163,7 +189,9 @@ class _Converter:
     ) -> None:
         height, width = canvas.shape
         for name, ann, cat in stuff:
-            mask = segmentation_mask(ann.get("segmentation"), height, width, name)
+            mask = self.mask(ann, name, height, width)
+            if mask is None:
+                continue
             seg = canvas.stuff_segment(cat.id, source=source, name=f"{name} ({cat.name})")
             canvas.fill(seg, mask)
 
@@ -191,10 +219,7 @@ class _Converter:
     ) -> None:
         """Paint one image's instance and stuff annotations, then its stuff PNG."""
         self.erased = set()
-        resolved = {
-            source: [(name, ann, self.category(ann, name)) for name, ann in anns]
-            for source, anns in annotations.items()
-        }
+        resolved = {source: self.resolve(anns) for source, anns in annotations.items()}
         things = [t for t in resolved.get(INSTANCES, []) if t[2].isthing]
         self.paint_things(canvas, things, INSTANCES)
         self.paint_stuff(

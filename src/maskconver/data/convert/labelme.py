@@ -4,7 +4,10 @@ Rules (``docs/data-formats.md``):
 
 * shapes ``polygon``, ``rectangle`` (2 corners) and ``circle`` (centre, a point on the circle) are
   drawn as labelme's own ``shape_to_mask`` draws them (PIL fill + 1-px outline); ``point``,
-  ``line``, ``linestrip`` and ``points`` have no area and are dropped with a report line;
+  ``line``, ``linestrip`` and ``points`` have no area and are dropped with a report line, as is
+  ``mask`` (unsupported); a shape of an unknown type, with points that are not finite numbers or
+  lie more than one image size outside the image (``geometry``), or with too few points is
+  invalid: dropped and reported (an error under ``strict``);
 * shapes are painted in file order and a later shape paints over an earlier one (labelme's
   ``shapes_to_label`` does the same), so a hole is a second shape drawn after the first (label
   ``__ignore__`` for a void hole, or another label);
@@ -25,7 +28,6 @@ import binascii
 import math
 import os
 from collections.abc import Sequence
-from numbers import Real
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -40,6 +42,7 @@ from maskconver.data.convert.categories import (
     load_category_file,
 )
 from maskconver.data.convert.coco_json import load_json_object
+from maskconver.data.convert.geometry import InvalidAnnotation, checked_points, short_repr
 from maskconver.data.convert.output import DatasetOutput, image_size, image_suffix
 from maskconver.data.convert.paint import Canvas
 from maskconver.data.convert.report import ConvertReport, StrictStop
@@ -48,6 +51,7 @@ from maskconver.data.types import Category, CategorySet
 IGNORE_LABEL = "__ignore__"
 AREA_SHAPES = ("polygon", "rectangle", "circle")
 LINE_SHAPES = ("point", "line", "linestrip", "points")  # no area: dropped
+UNSUPPORTED_SHAPES = ("mask",)  # labelme types not converted: dropped
 DEFAULT_SHAPE = "polygon"  # labelme writes shape_type null for polygons in old files
 CROWD_FLAGS = ("iscrowd", "crowd")
 MIN_POLYGON_POINTS = 3
@@ -55,34 +59,35 @@ TWO_POINTS = 2
 SOURCE = "shapes"
 
 
-def _points(shape: dict[str, Any], where: str) -> list[tuple[float, float]]:
+def _points(shape: dict[str, Any], height: int, width: int) -> list[tuple[float, float]]:
+    """The shape's points, each a finite ``[x, y]`` pair near the image (``geometry``)."""
     raw = shape.get("points")
     if not isinstance(raw, list) or not all(
-        isinstance(p, list | tuple)
-        and len(p) == TWO_POINTS
-        and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in p)
-        for p in raw
+        isinstance(p, list | tuple) and len(p) == TWO_POINTS for p in raw
     ):
-        raise DatasetError(f"{where}: 'points' must be a list of [x, y] number pairs")
-    return [(float(x), float(y)) for x, y in raw]
+        raise InvalidAnnotation("'points' must be a list of [x, y] pairs")
+    return checked_points(raw, height, width, "")
 
 
-def shape_mask(shape: dict[str, Any], height: int, width: int, where: str) -> np.ndarray:
+def shape_mask(shape: dict[str, Any], height: int, width: int) -> np.ndarray:
     """``[H, W]`` bool mask of a polygon / rectangle / circle shape.
 
+    The points are checked first (finite numbers at most one image size outside the image), so
+    what PIL draws lies within ``3 W x 3 H`` around the image.
+
     Raises:
-        DatasetError: malformed points (the message starts with ``where``).
+        InvalidAnnotation: malformed or out-of-range points, or too few of them.
     """
     kind = shape.get("shape_type") or DEFAULT_SHAPE
-    xy = _points(shape, where)
+    xy = _points(shape, height, width)
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     if kind == "polygon":
         if len(xy) < MIN_POLYGON_POINTS:
-            raise DatasetError(f"{where}: a polygon needs >= 3 points, got {len(xy)}")
+            raise InvalidAnnotation(f"a polygon needs >= 3 points, got {len(xy)}")
         draw.polygon(xy, outline=1, fill=1)
     elif len(xy) != TWO_POINTS:
-        raise DatasetError(f"{where}: a {kind} needs 2 points, got {len(xy)}")
+        raise InvalidAnnotation(f"a {kind} needs 2 points, got {len(xy)}")
     elif kind == "rectangle":
         (x0, y0), (x1, y1) = xy
         draw.rectangle((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), outline=1, fill=1)
@@ -141,10 +146,19 @@ class _Painter:
             if kind in LINE_SHAPES:
                 self.report.drop(where, f"a {kind} shape has no area")
                 continue
-            if kind not in AREA_SHAPES:
+            if kind in UNSUPPORTED_SHAPES:
                 self.report.drop(where, f"unsupported shape type {kind!r}")
                 continue
-            mask = shape_mask(shape, height, width, where)
+            group = shape.get("group_id")
+            try:
+                if kind not in AREA_SHAPES:
+                    raise InvalidAnnotation(f"unknown shape type {short_repr(kind)}")
+                if group is not None and not isinstance(group, int | str):
+                    raise InvalidAnnotation(f"group_id {short_repr(group)} is not an integer")
+                mask = shape_mask(shape, height, width)
+            except InvalidAnnotation as e:
+                self.report.invalid(where, e.reason)
+                continue
             if not mask.any():
                 self.report.drop(where, "no pixel inside the image")
                 continue
@@ -158,7 +172,6 @@ class _Painter:
             if not cat.isthing:
                 canvas.paint(canvas.stuff_segment(cat.id, source=SOURCE, name=where), mask)
                 continue
-            group = shape.get("group_id")
             key = (label, ("shape", k) if group is None else group)
             if key not in instances:
                 flags = shape.get("flags") or {}

@@ -29,8 +29,14 @@ def read_label_png(path: Path, shape: tuple[int, int] | None = None) -> np.ndarr
     """
     try:
         with Image.open(path) as im:
-            mode = im.mode
+            mode, (width, height) = im.mode, im.size
+            if shape is not None and (height, width) != tuple(shape):  # before decoding pixels
+                raise DatasetError(
+                    f"label PNG {path} is {(height, width)} (H, W) but its image is {tuple(shape)}"
+                )
             values = np.asarray(im).astype(np.int64) if mode in LABEL_MODES else None
+    except DatasetError:
+        raise
     except FileNotFoundError:
         raise DatasetError(f"label PNG not found: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

@@ -6,8 +6,10 @@ Two kinds of problems are recorded, each with the file (or image / annotation) a
 * *dropped*: one annotation or shape is left out of an image that is still converted (a point
   shape, an empty mask, an instance mostly covered by earlier ones, ...).
 
-Dropping follows the documented rules and is never an error; with ``strict=True`` the first
-*skipped* file raises ``StrictStop`` (a ``DatasetError``) instead.
+Dropping by a documented rule (``drop``) is never an error. With ``strict=True`` the first
+*skipped* file, and the first annotation dropped because it is invalid (``invalid``: bad
+coordinates, a wrong RLE, an unknown shape type), raise ``StrictStop`` (a ``DatasetError``)
+instead.
 """
 
 from __future__ import annotations
@@ -84,6 +86,18 @@ class ConvertReport:
     def drop(self, where: str | Path, reason: str) -> None:
         """Record one annotation / shape left out by a rule (never an error, even when strict)."""
         self.dropped.append(Problem(str(where), reason))
+
+    def invalid(self, where: str | Path, reason: str) -> None:
+        """Record one annotation / shape left out as invalid (raises ``StrictStop`` when strict).
+
+        Args:
+            where: the file, image id and annotation (or shape) it is.
+            reason: what is wrong with it.
+        """
+        problem = Problem(str(where), reason)
+        if self.strict:
+            raise StrictStop(f"{problem} (--strict)")
+        self.dropped.append(problem)
 
     def note(self, message: str) -> None:
         """Record something the user must be told (never an error)."""

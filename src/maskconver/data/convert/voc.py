@@ -85,11 +85,16 @@ def _class_categories(
 
 
 def _majority_class(classes: np.ndarray) -> int | None:
-    """Most frequent value of ``classes`` (1-D, 255 excluded; ties: smallest), None if none."""
+    """Most frequent value of ``classes`` (1-D, 255 excluded; ties: smallest), None if none.
+
+    Counted with ``np.unique`` (sorted values), not ``np.bincount``, whose memory grows with the
+    largest value: a 16-bit class PNG may hold any value up to 65535.
+    """
     valid = classes[classes != VOC_VOID]
     if valid.size == 0:
         return None
-    return int(np.argmax(np.bincount(valid)))
+    values, counts = np.unique(valid, return_counts=True)
+    return int(values[np.argmax(counts)])
 
 
 def _image_path(image_dir: Path, stem: str) -> Path:
