@@ -25,9 +25,15 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
-        prog="maskconver",
+    """The full parser with every subcommand registered.
+
+    Usage errors (a missing flag, a value outside its domain) print one line and exit with 2
+    (``commands.common.ArgumentParser``).
+    """
+    from maskconver.commands.common import PROG, ArgumentParser
+
+    parser = ArgumentParser(
+        prog=PROG,
         description="MaskConver panoptic segmentation: train, evaluate, predict, benchmark.",
     )
     parser.add_argument(
@@ -78,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(command, one_line(e), EXIT_BAD_INPUT)
         if isinstance(e, OSError):  # a missing / unreadable / unwritable file or a full disk
             return fail(command, one_line(e), EXIT_BAD_INPUT)
-        if type(e).__name__ == "NonFiniteLossError":
+        # by name (importing engine.step would import torch): the error or a subclass of it
+        if any(c.__name__ == "NonFiniteLossError" for c in type(e).__mro__):
             return fail(command, one_line(e), EXIT_FAILED)
         print(
             f"{where}: unexpected error: {type(e).__name__}: {one_line(e)} (run with --debug "

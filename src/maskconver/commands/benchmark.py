@@ -22,7 +22,7 @@ from maskconver.benchmarking.measure import (
     benchmark,
     format_table,
 )
-from maskconver.commands.common import add_overrides
+from maskconver.commands.common import add_overrides, non_negative_int, positive_int
 from maskconver.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
@@ -40,20 +40,26 @@ def register(subparsers: Any) -> None:
     add_overrides(p, "model.num_proposals=100")
     p.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("H", "W"),
         help="input size (default: eval.input_size square)",
     )
-    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs (0: skip latency)")
-    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed warm-up runs")
+    p.add_argument(
+        "--runs", type=non_negative_int, default=DEFAULT_RUNS, help="timed runs (0: skip latency)"
+    )
+    p.add_argument(
+        "--warmup", type=non_negative_int, default=DEFAULT_WARMUP, help="untimed warm-up runs"
+    )
     p.add_argument(
         "--num-classes",
-        type=int,
+        type=positive_int,
         default=DEFAULT_NUM_CLASSES,
         help="classes when the config leaves model.num_classes unset",
     )
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=positive_int, help="torch CPU threads (default: torch's choice)"
+    )
     p.add_argument("--device", default="cpu", help="torch device for the latency runs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument(
@@ -63,9 +69,15 @@ def register(subparsers: Any) -> None:
         "MaskFormer-R50 (the peers extra), interleaved, at --sizes",
     )
     p.add_argument(
-        "--sizes", type=int, nargs="+", default=[256, 640], help="square input sizes of --compare"
+        "--sizes",
+        type=positive_int,
+        nargs="+",
+        default=[256, 640],
+        help="square input sizes of --compare",
     )
-    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of --compare")
+    p.add_argument(
+        "--rounds", type=positive_int, default=10, help="interleaved rounds of --compare"
+    )
     p.add_argument("--no-peers", action="store_true", help="--compare without the peers")
     p.set_defaults(func=run)
 

@@ -1,8 +1,93 @@
-"""Argument helpers shared by the subcommands (no torch import: ``maskconver --help`` is fast)."""
+"""Argument helpers shared by the subcommands (no torch import: ``maskconver --help`` is fast).
+
+Every numeric flag takes one of the ``type=`` callables below (``NUMERIC_TYPES``; a test walks the
+parser and fails on a bare ``int`` or ``float``): a value outside its domain is a usage error,
+printed by ``ArgumentParser.error`` as one line that names the flag, the allowed range and the
+value, with exit code 2 (``errors.fail``, ``EXIT_BAD_INPUT``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
+from typing import NoReturn
+
+from maskconver.errors import fail
+
+PROG = "maskconver"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line through ``errors.fail``.
+
+    Sub-parsers made with ``add_subparsers`` are of the same class, so every subcommand's bad
+    flag (``maskconver predict: error: argument --score-threshold: must be ...``) exits with
+    ``EXIT_BAD_INPUT`` and no usage block (``--help`` still prints it).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``maskconver <command>: error: <message> (see --help)`` and exit with 2."""
+        command = self.prog.removeprefix(PROG).strip()
+        raise SystemExit(fail(command, f"{' '.join(message.split())} (see {self.prog} --help)"))
+
+
+def _number(text: str, kind: Callable[[str], float], domain: str) -> float:
+    """``kind(text)``, or ``ArgumentTypeError`` naming the domain and the text."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {domain}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {domain}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """``type=`` of a count or size that must be >= 1."""
+    value = int(_number(text, int, "an integer >= 1"))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """``type=`` of a count that may be 0 (a seed, images of a split, runs)."""
+    value = int(_number(text, int, "an integer >= 0"))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """``type=`` of any finite number (no nan, no inf)."""
+    return _number(text, float, "a finite number")
+
+
+def positive_float(text: str) -> float:
+    """``type=`` of a finite number > 0 (a duration)."""
+    value = _number(text, float, "a finite number > 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """``type=`` of a probability or a fraction: a finite number in [0, 1]."""
+    value = _number(text, float, "a number in [0, 1]")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
+# the validating ``type=`` callables of numeric flags (tests/test_cli_args.py walks the parser)
+NUMERIC_TYPES: tuple[Callable[[str], float], ...] = (
+    positive_int,
+    non_negative_int,
+    finite_float,
+    positive_float,
+    probability,
+)
 
 
 def add_overrides(parser: argparse.ArgumentParser, example: str = "train.max_steps=100") -> None:
@@ -37,7 +122,7 @@ def add_model_source(parser: argparse.ArgumentParser, *, required: bool = True) 
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="CPU threads of torch or of the onnxruntime session (default: the library's)",
     )

@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from maskconver.errors import EXIT_OK
+from maskconver.commands.common import non_negative_int, positive_int, probability
+from maskconver.errors import EXIT_OK, fail
 
 DEFAULT_SPLIT = "train2017"
 PANOPTIC_JSON_PREFIX = "panoptic_"
@@ -46,11 +47,13 @@ def _register_synth(sub: argparse._SubParsersAction) -> None:
         "synth", help="write the synthetic dataset in the COCO panoptic layout (train2017/val2017)"
     )
     synth.add_argument("--out", type=Path, required=True, help="dataset root to write")
-    synth.add_argument("--train", type=int, default=2000, help="number of train images")
-    synth.add_argument("--val", type=int, default=100, help="number of val images")
-    synth.add_argument("--seed", type=int, default=0, help="base seed (>= 0)")
-    synth.add_argument("--min-size", type=int, default=96, help="smallest image side")
-    synth.add_argument("--max-size", type=int, default=160, help="largest image side")
+    synth.add_argument(
+        "--train", type=non_negative_int, default=2000, help="number of train images"
+    )
+    synth.add_argument("--val", type=non_negative_int, default=100, help="number of val images")
+    synth.add_argument("--seed", type=non_negative_int, default=0, help="base seed (>= 0)")
+    synth.add_argument("--min-size", type=positive_int, default=96, help="smallest image side")
+    synth.add_argument("--max-size", type=positive_int, default=160, help="largest image side")
     synth.add_argument(
         "--image-format", choices=("jpg", "png"), default="jpg", help="image file format"
     )
@@ -123,12 +126,15 @@ def _register_convert(sub: argparse._SubParsersAction) -> None:
     )
     coco.add_argument(
         "--overlap-threshold",
-        type=float,
+        type=probability,
         default=0.5,
         help="drop an instance whose area is more than this fraction taken (default 0.5)",
     )
     coco.add_argument(
-        "--stuff-min-area", type=int, default=0, help="drop smaller stuff segments (pixels)"
+        "--stuff-min-area",
+        type=non_negative_int,
+        default=0,
+        help="drop smaller stuff segments (pixels)",
     )
     _add_output_options(coco)
     coco.set_defaults(data_func=run_convert_coco)
@@ -176,8 +182,10 @@ def _register_show(sub: argparse._SubParsersAction) -> None:
     show.add_argument(
         "--out", type=Path, default=None, help="output folder (default: a new folder here)"
     )
-    show.add_argument("--limit", type=int, default=None, help="at most N images per split")
-    show.add_argument("--scale", type=int, default=1, help="enlarge small images N times first")
+    show.add_argument("--limit", type=positive_int, default=None, help="at most N images per split")
+    show.add_argument(
+        "--scale", type=positive_int, default=1, help="enlarge small images N times first"
+    )
     show.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     show.add_argument("--no-progress", action="store_true", help="no progress bar")
     show.set_defaults(data_func=run_show)
@@ -203,8 +211,13 @@ def run_synth(args: argparse.Namespace) -> int:
     from maskconver.data.coco_panoptic import standard_paths
     from maskconver.data.synthetic import write_synthetic_dataset
 
-    if args.train < 0 or args.val < 0:
-        raise SystemExit(f"--train and --val must be >= 0, got {args.train}, {args.val}")
+    if args.train < 0 or args.val < 0:  # argparse checks the flags; a namespace from elsewhere
+        return fail("data synth", f"--train and --val must be >= 0, got {args.train}, {args.val}")
+    if args.min_size > args.max_size:
+        return fail(
+            "data synth",
+            f"--min-size must be <= --max-size, got {args.min_size} > {args.max_size}",
+        )
     write_synthetic_dataset(
         args.out,
         train=args.train,

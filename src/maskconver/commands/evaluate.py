@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from maskconver.commands.common import non_negative_int, positive_int
 from maskconver.errors import EXIT_BAD_INPUT, EXIT_OK, fail, one_line
 
 if TYPE_CHECKING:
@@ -58,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     files.add_argument("--gt-dir", help="folder of ground-truth panoptic PNGs")
     files.add_argument("--pred-json", help="prediction JSON (annotations with segments_info)")
     files.add_argument("--pred-dir", help="folder of predicted panoptic PNGs")
-    files.add_argument("--workers", type=int, default=0, help="processes (0/1: in-process)")
+    files.add_argument(
+        "--workers", type=non_negative_int, default=0, help="processes (0/1: in-process)"
+    )
     model = p.add_argument_group("model mode (run a checkpoint or an exported model on a dataset)")
     model.add_argument("--checkpoint", help="checkpoint directory or file (torch)")
     model.add_argument("--model", help="an exported .onnx file (onnxruntime)")
@@ -70,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     model.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="CPU threads of torch or of the onnxruntime session",
     )
@@ -81,8 +84,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="split (default: the checkpoint config's data.val_split, e.g. val2017)",
     )
     model.add_argument("--save-predictions", default=None, help="write predicted PNGs + JSON here")
-    model.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
-    model.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    model.add_argument(
+        "--batch-size", type=positive_int, default=None, help="images per forward pass"
+    )
+    model.add_argument(
+        "--max-images", type=positive_int, default=None, help="evaluate the first N images"
+    )
     model.add_argument("--device", default=None, help="torch device (default cpu), e.g. cuda")
     p.add_argument(
         "--metrics",

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from maskconver.commands.common import positive_int
 from maskconver.errors import EXIT_OK, fail
 
 DEFAULT_CALIBRATION_IMAGES = 32
@@ -43,7 +44,7 @@ def register(subparsers: Any) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("H", "W"),
         help="fixed network input (default: eval.input_size square)",

@@ -24,7 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from maskconver.commands.common import add_model_source, check_model_source
+from maskconver.commands.common import (
+    add_model_source,
+    check_model_source,
+    positive_int,
+    probability,
+)
 from maskconver.errors import EXIT_FAILED, EXIT_OK, fail
 from maskconver.files import process_alive
 
@@ -55,22 +60,24 @@ def register(subparsers: Any) -> None:
         help=f"image files and/or folders (non-recursive; {', '.join(IMAGE_SUFFIXES)})",
     )
     p.add_argument("--output", required=True, type=Path, help="output folder")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per forward")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per forward"
+    )
     p.add_argument("--no-overlay", action="store_true", help="skip the <stem>_overlay.jpg pictures")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA ones")
     p.add_argument(
         "--score-threshold",
-        type=float,
+        type=probability,
         default=None,
-        help="keep proposals scoring above this (default: the model's "
+        help="keep proposals scoring above this, in [0, 1] (default: the model's "
         "model.<meta_architecture>.merge.object_threshold)",
     )
     p.add_argument(
         "--overlap-threshold",
-        type=float,
+        type=probability,
         default=None,
-        help="the merge's overlap threshold (default: the model's "
+        help="the merge's overlap threshold, in [0, 1] (default: the model's "
         "model.<meta_architecture>.merge.overlap_threshold)",
     )
     p.add_argument(

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maskconver.commands.common import add_overrides
+from maskconver.commands.common import add_overrides, positive_float, positive_int
 from maskconver.errors import EXIT_OK, fail
 
 PRESET = "tiny"
@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT, help="run folder")
     p.add_argument(
         "--minutes",
-        type=float,
+        type=positive_float,
         default=None,
         help="size the step budget to train for about this many minutes here (default: the "
         "preset's fixed train.max_steps, which reproduces the reported PQ)",
@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch CPU threads (default: time 1 thread against torch's default thread count "
         "and take the faster)",

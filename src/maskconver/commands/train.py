@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from maskconver.commands.common import add_overrides
+from maskconver.commands.common import add_overrides, positive_int
 from maskconver.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, fail, one_line
 
 
@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch CPU threads of each process (default: torch's choice)",
     )

@@ -45,6 +45,12 @@ def standard_paths(root: str | Path, split: str) -> tuple[Path, Path, Path]:
     )
 
 
+def available_splits(root: str | Path) -> list[str]:
+    """Names of the splits with an ``annotations/panoptic_<split>.json`` under ``root``, sorted."""
+    found = (Path(root) / "annotations").glob("panoptic_*.json")
+    return sorted(p.stem.removeprefix("panoptic_") for p in found if p.is_file())
+
+
 def _load_json(json_path: Path) -> dict[str, Any]:
     if not json_path.is_file():
         raise DatasetError(f"annotation JSON not found: {json_path}")

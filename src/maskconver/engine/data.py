@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from maskconver.config import Config, ConfigError
@@ -22,7 +23,8 @@ def build_dataset(cfg: Config, split: Split, data_root: str | None = None) -> An
             validation images from an independent sample stream of the same seed.
 
     Raises:
-        ConfigError: a bad split name. ``DatasetError`` (from the reader) names missing files.
+        ConfigError: a bad split name. ``DatasetError`` names missing files; a split missing
+            from the root also names the splits there and the ``--set data.<split>_split``.
     """
     if split not in ("train", "val"):
         raise ConfigError(f"unknown split {split!r} (expected 'train' or 'val')")
@@ -42,8 +44,56 @@ def build_dataset(cfg: Config, split: Split, data_root: str | None = None) -> An
         )
     from maskconver.data.coco_panoptic import CocoPanopticDataset
 
-    return CocoPanopticDataset(
-        root, d.train_split if split == "train" else d.val_split, label_space=label_space
+    name = d.train_split if split == "train" else d.val_split
+    check_split_present(root, name, key=f"data.{split}_split")
+    return CocoPanopticDataset(root, name, label_space=label_space)
+
+
+def check_data_splits(cfg: Config) -> None:
+    """``check_split_present`` of both splits of ``cfg.data.root`` (synthetic data passes).
+
+    ``train`` calls it before it writes anything, so a refused run leaves no folder behind.
+    """
+    d = cfg.data
+    if d.root is not None:
+        check_split_present(d.root, d.train_split, key="data.train_split")
+        check_split_present(d.root, d.val_split, key="data.val_split")
+
+
+def check_split_present(root: str | Path, name: str, *, key: str) -> None:
+    """Refuse a root without split ``name`` with the splits it has and how to choose one.
+
+    Args:
+        root: the COCO panoptic root.
+        name: the split's name, e.g. ``"val2017"``.
+        key: the config key that chose it (``data.val_split``), named in the hint.
+
+    Raises:
+        DatasetError: the root is not a folder, or the split's image folder, panoptic JSON or
+            PNG folder is missing (the message lists the ``panoptic_*.json`` splits found).
+    """
+    from maskconver.data.coco_panoptic import DatasetError, available_splits, standard_paths
+
+    if not Path(root).is_dir():
+        raise DatasetError(f"data root is not a folder: {root}")
+    image_dir, json_path, png_dir = standard_paths(root, name)
+    missing = [
+        f"{path}/" if path != json_path else str(path)
+        for path in (image_dir, json_path, png_dir)
+        if not path.exists()
+    ]
+    if not missing:
+        return
+    annotations = Path(root) / "annotations"
+    found = available_splits(root)
+    have = (
+        f"the splits in {annotations} (panoptic_*.json) are {', '.join(found)}"
+        if found
+        else f"{annotations} holds no panoptic_*.json"
+    )
+    raise DatasetError(
+        f"split {name!r} ({key}) not found under {root}: missing {', '.join(missing)}; {have}; "
+        f"choose the split with --set {key}=NAME"
     )
 
 

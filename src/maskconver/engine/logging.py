@@ -1,5 +1,9 @@
 """Metric logging: ``metrics.jsonl`` (one JSON object per record), stdout lines, TensorBoard.
 
+The training loop's records carry ``elapsed_s`` and ``eta_s`` (``RunClock``: the mean step time
+since the run's start step, so a resumed run counts from its resume step); the printed lines
+show them as ``elapsed 3m12s  eta 41m05s``, and so does the progress bar (``TrainProgress``).
+
 TensorBoard is used only when ``torch.utils.tensorboard`` imports (it needs the ``tensorboard``
 package); otherwise it is skipped silently. Only rank 0 should pass ``enabled=True``.
 """
@@ -9,12 +13,20 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 METRICS_FILE = "metrics.jsonl"
+SECONDS_PER_MINUTE = 60
+SECONDS_PER_HOUR = 3600
+# record keys in seconds that the printed lines show as durations (``elapsed 3m12s``)
+DURATION_KEYS = ("elapsed_s", "eta_s")
+UNKNOWN_DURATION = "?"
+# tqdm's own elapsed/remaining replaced by the run clock's, which the postfix carries
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{rate_fmt}{postfix}]"
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -26,6 +38,30 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def format_duration(seconds: float) -> str:
+    """A duration rounded to whole seconds: ``3725`` -> ``1h02m05s``, ``192`` -> ``3m12s``.
+
+    Under a minute it is ``7s``; a non-finite value (no step timed yet) is ``?``.
+    """
+    if not math.isfinite(seconds):
+        return UNKNOWN_DURATION
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, SECONDS_PER_HOUR)
+    minutes, secs = divmod(rest, SECONDS_PER_MINUTE)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _format_item(key: str, value: Any) -> str:
+    """``key value`` of a printed record; ``elapsed_s 192.0`` prints as ``elapsed 3m12s``."""
+    if key in DURATION_KEYS and isinstance(value, (int, float)):
+        return f"{key.removesuffix('_s')} {format_duration(float(value))}"
+    return f"{key} {_format_value(value)}"
 
 
 def _format_value(value: Any) -> str:
@@ -102,7 +138,7 @@ class MetricLogger:
         record = {"kind": kind, "step": step, "time": time.time(), **flat}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        text = "  ".join(f"{k} {_format_value(v)}" for k, v in flat.items())
+        text = "  ".join(_format_item(k, v) for k, v in flat.items())
         tqdm.write(f"[{kind} step {step}] {text}")
         if self._writer is not None:
             for key, value in flat.items():
@@ -121,19 +157,78 @@ class MetricLogger:
             self._writer = None
 
 
-def progress_bar(total: int, initial: int, *, show: bool) -> tqdm[Any]:
-    """The training loop's bar over optimizer steps (rate, ETA).
+class RunClock:
+    """Elapsed time of a training run and its ETA from the mean step time since its start step.
+
+    Args:
+        start_step: the step the run starts from (a resumed run's resume step).
+        end_step: the step it stops after.
+        clock: seconds of a monotonic clock (``time.perf_counter``; tests pass a fake).
+    """
+
+    def __init__(
+        self, start_step: int, end_step: int, *, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.start_step = start_step
+        self.end_step = end_step
+        self._clock = clock
+        self._started = clock()
+
+    def times(self, done: int) -> dict[str, float]:
+        """``{"elapsed_s", "eta_s"}`` after ``done`` steps (``eta_s`` NaN before the first)."""
+        elapsed = self._clock() - self._started
+        steps = done - self.start_step
+        remaining = max(self.end_step - done, 0)
+        eta = elapsed / steps * remaining if steps > 0 else math.nan
+        return {"elapsed_s": elapsed, "eta_s": eta}
+
+    def text(self, done: int) -> str:
+        """``elapsed 3m12s  eta 41m05s`` after ``done`` steps."""
+        return "  ".join(_format_item(k, v) for k, v in self.times(done).items())
+
+
+class TrainProgress:
+    """The training loop's bar over optimizer steps: rate, elapsed, ETA, the last loss and LR.
 
     Args:
         total: the run's ``max_steps``.
-        initial: the step the run starts from (a resumed run's bar starts part-way).
-        show: False hides it; True shows it when stderr is a terminal.
+        start_step: the step the run starts from (a resumed run's bar starts part-way).
+        end_step: the step the run stops after (the ETA counts down to it).
+        show: False hides the bar; True shows it when stderr is a terminal. The clock runs
+            either way (``times`` feeds the log records).
     """
-    return tqdm(
-        total=total,
-        initial=initial,
-        unit="step",
-        desc="train",
-        dynamic_ncols=True,
-        disable=None if show else True,  # None: off when not a terminal
-    )
+
+    def __init__(self, total: int, start_step: int, end_step: int, *, show: bool) -> None:
+        self.clock = RunClock(start_step, end_step)
+        self._last = ""
+        self.bar = tqdm(
+            total=total,
+            initial=start_step,
+            unit="step",
+            desc="train",
+            dynamic_ncols=True,
+            bar_format=BAR_FORMAT,
+            disable=None if show else True,  # None: off when not a terminal
+        )
+
+    def times(self, done: int) -> dict[str, float]:
+        """``{"elapsed_s", "eta_s"}`` after ``done`` steps (``RunClock.times``)."""
+        return self.clock.times(done)
+
+    def step(self, done: int) -> None:
+        """Advance by one step; ``done`` steps are now complete."""
+        self.bar.set_postfix_str(f"{self.clock.text(done)}{self._last}", refresh=False)
+        self.bar.update(1)
+
+    def note(self, *, loss: float, lr: float) -> None:
+        """The last logged loss and LR, shown from the next step on."""
+        self._last = f"  loss {loss:.4f}  lr {lr:.2e}"
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
+
+
+def progress_bar(total: int, start_step: int, end_step: int, *, show: bool) -> TrainProgress:
+    """The training loop's bar (``TrainProgress``) from ``start_step`` of ``total`` steps."""
+    return TrainProgress(total, start_step, end_step, show=show)
