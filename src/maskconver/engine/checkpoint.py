@@ -2,8 +2,10 @@
 
 Layout of ``<output>/checkpoints/step_000123/``:
 
-* ``model.safetensors``: the trained model's ``state_dict``;
-* ``ema.safetensors``: the EMA model's ``state_dict`` (only when EMA is on);
+* ``model.safetensors``: the trained model's ``state_dict``; its safetensors metadata holds the
+  fingerprint of the network config (below);
+* ``ema.safetensors``: the EMA model's ``state_dict`` (only when EMA is on), with the same
+  fingerprint;
 * ``criterion.safetensors``: training-only parameters of the criterion (e.g. an auxiliary head),
   only when it has any; inference never reads it;
 * ``config.yaml``: the resolved ``Config``;
@@ -15,7 +17,19 @@ Layout of ``<output>/checkpoints/step_000123/``:
 
 A checkpoint is written into ``step_000123.tmp-<pid>`` and renamed into place with ``os.replace``,
 so a crash never leaves a half-written ``step_*`` directory. ``checkpoints/best/`` is a real copy
-of the best checkpoint by a metric (no symlinks).
+of the best checkpoint by a metric (no symlinks). A checkpoint whose weights hold NaN or inf is
+never written (``CheckpointError``; training raises ``NonFiniteWeightsError`` first).
+
+Loading refuses (``CheckpointError``, one line naming the checkpoint) weights files with a NaN or
+inf (naming the first such tensor), and a ``config.yaml`` that no longer describes the weights.
+The network config fingerprinted at save time is the ``model`` section minus what does not
+change what the weights compute: ``model.maskconver.targets`` / ``loss`` / ``merge``, the merge
+thresholds ``model.dr1mask.merge.{object_threshold, overlap_threshold, min_area,
+mask_threshold}``, ``model.backbone.weights`` (the keys a resumed run may change) and the
+unselected meta-architecture's sub-block. ``num_classes``, ``num_proposals``, BN settings and
+every backbone / decoder / head / sub-block field are in it. It is stored as the sha256 of its
+canonical JSON plus that JSON (``engine/integrity.py``), so the error names the differing keys;
+weights files without it (formats 1 and 2) load unchecked, their config migrated.
 
 Formats: 1 (maskconver 0.1.0) stored ``hard_sigmoid`` under ``postprocess``; format 2 moved it to
 ``model`` and added ``meta_architecture``; format 3 gave each meta-architecture its own config
@@ -40,8 +54,8 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 import maskconver
@@ -55,6 +69,11 @@ from maskconver.config import (
 )
 from maskconver.data.types import CategorySet
 from maskconver.engine.ema import ModelEma
+from maskconver.engine.integrity import (
+    check_finite_file,
+    fingerprint_metadata,
+    fingerprint_mismatch,
+)
 from maskconver.engine.retention import (
     BEST_DIR,
     CHECKPOINT_DIR,
@@ -77,6 +96,10 @@ FORMAT_VERSION = 3
 
 class CheckpointError(MaskconverError, RuntimeError):
     """A checkpoint is missing, incomplete or corrupt (the message names the file)."""
+
+
+class NonFiniteCheckpointError(CheckpointError):
+    """``save_checkpoint`` was handed weights holding NaN or inf (the message names the tensor)."""
 
 
 @dataclass
@@ -157,6 +180,9 @@ def save_checkpoint(
             trainer_extra=trainer_extra,
             criterion=criterion,
         )
+    except NonFiniteCheckpointError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise NonFiniteCheckpointError(f"cannot write checkpoint {final}: {e}") from e
     except (OSError, RuntimeError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind
         full = isinstance(e, OSError) and e.errno == errno.ENOSPC or "pos" in str(e)
@@ -187,12 +213,19 @@ def _write_files(
 ) -> None:
     """Every file of a checkpoint, into the (new) folder ``tmp``."""
     tmp.mkdir()
-    save_file(_tensor_state(model.state_dict()), str(tmp / MODEL_FILE))
+    weights = {MODEL_FILE: _tensor_state(model.state_dict())}
     if ema is not None:
-        save_file(_tensor_state(ema.state_dict()), str(tmp / EMA_FILE))
+        weights[EMA_FILE] = _tensor_state(ema.state_dict())
     criterion_state = criterion.state_dict() if criterion is not None else {}
     if criterion_state:
-        save_file(_tensor_state(criterion_state), str(tmp / CRITERION_FILE))
+        weights[CRITERION_FILE] = _tensor_state(criterion_state)
+    for name, state in weights.items():  # a checkpoint with NaN/inf weights is never written
+        reason = check_finite_file(Path(name), state)
+        if reason is not None:
+            raise NonFiniteCheckpointError(f"refusing to write step {step}: {reason}")
+    fingerprint = fingerprint_metadata(config.model)
+    for name, state in weights.items():
+        save_file(state, str(tmp / name), metadata=fingerprint if name != CRITERION_FILE else None)
     (tmp / CONFIG_FILE).write_text(dump_config(config))
     meta = {
         "format": FORMAT_VERSION,
@@ -270,13 +303,42 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     return p
 
 
-def _read_safetensors(path: Path, map_location: str) -> dict[str, torch.Tensor]:
+def _read_safetensors(
+    path: Path, map_location: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    """The tensors and the metadata of a weights file; refuses NaN / inf weights."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint file missing: {path}")
     try:
-        return load_file(str(path), device=map_location)
+        with safe_open(str(path), framework="pt", device=map_location) as f:
+            metadata = f.metadata()
+            state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"corrupt weights file {path}: {e}") from e
+    reason = check_finite_file(path, state)
+    if reason is not None:
+        raise CheckpointError(f"cannot load checkpoint {path.parent}: {reason}")
+    return state, metadata
+
+
+def check_network_config(
+    path: Path, metadata: dict[str, str] | None, config: Config, version: int
+) -> None:
+    """``CheckpointError`` when the weights file ``path`` was trained on another network config.
+
+    Args:
+        path: a weights file of a checkpoint (named in the error).
+        metadata: its safetensors metadata (None or without a fingerprint: nothing to check).
+        config: the checkpoint's (migrated) ``config.yaml``.
+        version: the checkpoint's format.
+    """
+    diffs = fingerprint_mismatch(metadata, config.model, version=version)
+    if diffs:
+        raise CheckpointError(
+            f"cannot load checkpoint {path.parent}: {path.parent / CONFIG_FILE} does not describe "
+            f"the network in {path.name} ({'; '.join(diffs)}); was config.yaml edited? Restore "
+            "its values"
+        )
 
 
 def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> LoadedCheckpoint:
@@ -311,12 +373,16 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> LoadedChe
             f"{meta_path} records meta-architecture {recorded!r} but {config_path} builds "
             f"{config.model.meta_architecture!r}: the checkpoint was edited or mixed up"
         )
-    model_state = _read_safetensors(ckpt / MODEL_FILE, map_location)
+    model_state, model_meta = _read_safetensors(ckpt / MODEL_FILE, map_location)
+    check_network_config(ckpt / MODEL_FILE, model_meta, config, version)
     ema_path = ckpt / EMA_FILE
-    ema_state = _read_safetensors(ema_path, map_location) if ema_path.exists() else None
+    ema_state = None
+    if ema_path.exists():
+        ema_state, ema_meta = _read_safetensors(ema_path, map_location)
+        check_network_config(ema_path, ema_meta, config, version)
     criterion_path = ckpt / CRITERION_FILE
     criterion_state = (
-        _read_safetensors(criterion_path, map_location) if criterion_path.exists() else None
+        _read_safetensors(criterion_path, map_location)[0] if criterion_path.exists() else None
     )
     trainer_path = ckpt / TRAINER_FILE
     trainer_state = None
@@ -376,6 +442,8 @@ __all__ = [
     "CheckpointError",
     "LoadedCheckpoint",
     "META_FILE",
+    "NonFiniteCheckpointError",
+    "check_network_config",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",

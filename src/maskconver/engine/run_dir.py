@@ -1,10 +1,12 @@
 """The run directory before step 1: checks that must pass before anything is written.
 
 ``prepare_run`` refuses a fresh start over existing checkpoints, checks that a resumed run
-still describes the same model (before ``config.yaml`` is touched, so a refused ``--resume``
-changes nothing), removes the half-written checkpoint folders of dead processes, truncates
-``metrics.jsonl`` to the resumed step (no duplicate steps after a crash) and writes the resolved
-config atomically.
+still describes the same model, that the checkpoint's ``config.yaml`` still describes its weights
+and that the run's ``config.yaml`` was not hand-edited to another model (all before
+``config.yaml`` is touched, so a refused ``--resume`` changes nothing), removes the half-written
+checkpoint folders of dead processes, truncates ``metrics.jsonl`` to the resumed step (no
+duplicate steps after a crash) and writes the resolved config atomically. The model keys a
+resumed run may change are ``integrity.NOT_THE_NETWORK`` and ``model.backbone.weights``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+
+from safetensors import SafetensorError
 
 from maskconver.config import (
-    MERGE_THRESHOLDS,
     Config,
+    ConfigError,
     config_from_dict,
     dump_config,
     migrate_config_tree,
@@ -27,59 +30,94 @@ from maskconver.config import (
 from maskconver.engine.checkpoint import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    EMA_FILE,
     META_FILE,
+    MODEL_FILE,
     CheckpointError,
+    check_network_config,
     latest_checkpoint,
     list_checkpoints,
 )
+from maskconver.engine.integrity import flatten, is_network_key, weights_metadata
 from maskconver.engine.logging import METRICS_FILE
+from maskconver.errors import one_line
 from maskconver.files import process_alive, write_text_atomic
 
 _LEFTOVER = re.compile(r"\.(tmp|old)-(\d+)$")
-# model-section settings that do not describe the network (training targets, losses, merges:
-# outside ``model`` before checkpoint format 3); a resumed run may change them
-_NOT_THE_NETWORK = (
-    "model.maskconver.targets.",
-    "model.maskconver.loss.",
-    "model.maskconver.merge.",
-    *(f"model.dr1mask.merge.{name}" for name in MERGE_THRESHOLDS),
-)
+RUN_CONFIG_FILE = "config.yaml"
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def check_resumable(checkpoint: Path, cfg: Config) -> None:
-    """``CheckpointError`` when ``cfg`` describes another model than the checkpoint's."""
-    try:
-        meta = json.loads((checkpoint / META_FILE).read_text())
-        saved = config_from_dict(
-            migrate_config_tree(read_yaml(checkpoint / CONFIG_FILE), int(meta.get("format", 1)))
-        )
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot resume from {checkpoint}: {e}") from e
-    old = _flatten(to_dict(saved.model), "model.")
-    new = _flatten(to_dict(cfg.model), "model.")
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+def _network_changes(old: Config, new: Config) -> list[str]:
+    """``key: old -> new`` for each model key that differs, but those a resumed run may change."""
+    before = flatten(to_dict(old.model), "model.")
+    after = flatten(to_dict(new.model), "model.")
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     # a weight file is read only at the start of a run; changing it does not change the model
-    changed = [
-        k for k in changed if k != "model.backbone.weights" and not k.startswith(_NOT_THE_NETWORK)
-    ]
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed if is_network_key(k)]
+
+
+def _shown(changes: list[str]) -> str:
+    more = f" (+{len(changes) - 5} more)" if len(changes) > 5 else ""
+    return ", ".join(changes[:5]) + more
+
+
+def check_resumable(checkpoint: Path, cfg: Config) -> tuple[Config, int]:
+    """``CheckpointError`` when ``cfg`` describes another model than the checkpoint's.
+
+    The checkpoint's ``config.yaml`` must also still describe its weights (their fingerprint).
+
+    Returns:
+        The checkpoint's (migrated) config and its checkpoint format.
+    """
+    try:
+        version = int(json.loads((checkpoint / META_FILE).read_text()).get("format", 1))
+        saved = config_from_dict(migrate_config_tree(read_yaml(checkpoint / CONFIG_FILE), version))
+        for name in (MODEL_FILE, EMA_FILE):
+            if (checkpoint / name).is_file():
+                metadata = weights_metadata(checkpoint / name)
+                check_network_config(checkpoint / name, metadata, saved, version)
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise CheckpointError(f"cannot resume from {checkpoint}: {e}") from e
+    changed = _network_changes(saved, cfg)
     if changed:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
-        more = f" (+{len(changed) - 5} more)" if len(changed) > 5 else ""
         raise CheckpointError(
-            f"cannot resume from {checkpoint}: the model config changed ({shown}{more}); "
+            f"cannot resume from {checkpoint}: the model config changed ({_shown(changed)}); "
             "nothing was written. Resume with the run's own config.yaml or choose another "
             "--output-dir"
+        )
+    return saved, version
+
+
+def check_run_config(output_dir: Path, checkpoint: Path, saved: Config, version: int) -> None:
+    """``CheckpointError`` when the run's ``config.yaml`` was hand-edited to another model.
+
+    A resume rewrites ``<output_dir>/config.yaml`` with the config it runs on; an edit of a key
+    that describes the network (not one a resumed run may change) is refused instead of being
+    silently overwritten.
+
+    Args:
+        output_dir: the run directory.
+        checkpoint: the checkpoint the run resumes from.
+        saved: the (migrated) config of the checkpoint the run resumes from.
+        version: that checkpoint's format (the run's ``config.yaml`` was written with it).
+    """
+    path = output_dir / RUN_CONFIG_FILE
+    if not path.is_file():
+        return
+    try:
+        tree = read_yaml(path)
+        try:  # today's layout (a resume by this version that stopped before a checkpoint) ...
+            written = config_from_dict(tree)
+        except ConfigError:  # ... or the layout of the checkpoint's format
+            written = config_from_dict(migrate_config_tree(tree, version))
+    except (OSError, ValueError) as e:  # ConfigError is a ValueError
+        raise CheckpointError(f"cannot resume: {path} cannot be read: {one_line(e)}") from e
+    changed = _network_changes(saved, written)
+    if changed:
+        raise CheckpointError(
+            f"cannot resume: {path} was edited since {checkpoint.name} was written and "
+            f"now describes another model ({_shown(changed)}); nothing was written. Undo the "
+            "edit (model changes need a new --output-dir)"
         )
 
 
@@ -129,7 +167,9 @@ def prepare_run(output_dir: Path, cfg: Config, *, resume: bool, is_main: bool) -
 
     Raises:
         FileExistsError: checkpoints exist and ``resume`` is False.
-        CheckpointError: the checkpoint to resume describes another model (nothing written).
+        CheckpointError: the checkpoint to resume describes another model, its config.yaml no
+            longer describes its weights, or the run's config.yaml was edited to another model
+            (nothing written).
     """
     if list_checkpoints(output_dir) and not resume:
         raise FileExistsError(
@@ -138,7 +178,8 @@ def prepare_run(output_dir: Path, cfg: Config, *, resume: bool, is_main: bool) -
         )
     checkpoint = latest_checkpoint(output_dir) if resume else None
     if checkpoint is not None:
-        check_resumable(checkpoint, cfg)
+        saved, version = check_resumable(checkpoint, cfg)
+        check_run_config(output_dir, checkpoint, saved, version)
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_leftovers(output_dir)
@@ -147,5 +188,5 @@ def prepare_run(output_dir: Path, cfg: Config, *, resume: bool, is_main: bool) -
             truncate_metrics(output_dir, step)
         elif (output_dir / METRICS_FILE).exists():  # a fresh run starts a fresh log
             truncate_metrics(output_dir, 0)
-        write_text_atomic(output_dir / "config.yaml", dump_config(cfg))
+        write_text_atomic(output_dir / RUN_CONFIG_FILE, dump_config(cfg))
     return checkpoint

@@ -16,18 +16,27 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from maskconver.engine import distributed as dist_utils
+from maskconver.engine.integrity import first_non_finite
 
 TeacherForward = Callable[[nn.Module, Tensor, Any], Any]
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf; the message names the step and every loss term."""
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """The weights became NaN/inf (with a finite loss); names the step and the last checkpoint.
+
+    A ``NonFiniteLossError`` too: the run itself failed (exit code 1).
+    """
 
 
 def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -169,6 +178,34 @@ def check_finite(losses: dict[str, Tensor], step: int, micro: int) -> None:
         raise NonFiniteLossError(
             f"non-finite loss at step {step} on another rank (this rank's terms: {terms})"
         )
+
+
+def check_finite_weights(
+    parts: TrainingParts, ema: nn.Module | None, *, step: int, last_good: Path | None
+) -> None:
+    """Raise ``NonFiniteWeightsError`` when a weight or buffer to be checkpointed is NaN/inf.
+
+    Called on every rank right before a checkpoint (ranks hold the same weights under DDP), so a
+    run whose optimizer step produced NaN weights stops instead of writing them.
+
+    Args:
+        parts: the model and the criterion (its training-only parameters) are checked.
+        ema: the EMA model (``ModelEma.module``), or None.
+        step: optimizer steps completed.
+        last_good: the run's last checkpoint written, if any (named in the error).
+    """
+    states = {"model": parts.model.state_dict(), "criterion": parts.criterion.state_dict()}
+    if ema is not None:
+        states["EMA"] = ema.state_dict()
+    for owner, state in states.items():
+        name = first_non_finite(state)
+        if name is not None:
+            last = f"the last good checkpoint is {last_good}" if last_good else "none was written"
+            raise NonFiniteWeightsError(
+                f"non-finite weights (NaN or inf) after step {step}, first in {owner} tensor "
+                f"{name!r} (the loss was finite); no checkpoint was written for step {step}: "
+                f"{last}"
+            )
 
 
 def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:

@@ -26,7 +26,6 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from maskconver.build import build_criterion, build_model, meta_architecture
 from maskconver.config import Config
@@ -39,10 +38,11 @@ from maskconver.engine.checkpoint import (
     set_rng_state,
     update_metrics,
 )
+from maskconver.engine.data import check_data_splits
 from maskconver.engine.distributed import DistInfo, wrap_ddp
 from maskconver.engine.ema import ModelEma
 from maskconver.engine.evaluate import run_evaluation
-from maskconver.engine.logging import MetricLogger, progress_bar
+from maskconver.engine.logging import MetricLogger, TrainProgress, progress_bar
 from maskconver.engine.optim import build_optimizer, lr_of, set_lr
 from maskconver.engine.plots import plot_training_curves
 from maskconver.engine.precise_bn import refresh_bn_statistics
@@ -57,13 +57,15 @@ from maskconver.engine.setup import (
 from maskconver.engine.step import (
     LoopStats,
     NonFiniteLossError,
+    NonFiniteWeightsError,
     TrainingModule,
     TrainingParts,
+    check_finite_weights,
     forward_backward,
     warm_up_bn_momentum,
 )
 
-__all__ = ["NonFiniteLossError", "seed_everything", "train"]
+__all__ = ["NonFiniteLossError", "NonFiniteWeightsError", "seed_everything", "train"]
 
 BEST_METRIC = "pq"
 # Seed offset between ranks for model-side randomness (drop path); data randomness is keyed.
@@ -91,7 +93,7 @@ def train(
         resume: continue from the latest checkpoint in ``output_dir`` (fresh start if none).
         data_root: COCO panoptic root (overrides ``cfg.data.root``); None and no
             ``cfg.data.root`` trains on synthetic scenes.
-        progress: tqdm bar (rate, ETA) on rank 0.
+        progress: tqdm bar (rate, elapsed, ETA, loss) on rank 0.
         stop_at: stop after this many optimizer steps with a checkpoint, as if pre-empted (the
             LR schedule still spans ``max_steps``; the final evaluation is skipped).
 
@@ -101,6 +103,9 @@ def train(
 
     Raises:
         NonFiniteLossError: a loss term became NaN/inf (names the step and the terms).
+        NonFiniteWeightsError: the weights became NaN/inf with a finite loss (a
+            ``NonFiniteLossError``; found right before a checkpoint, which is then not written;
+            names the step and the last good checkpoint).
         FileExistsError: ``output_dir`` already has checkpoints and ``resume`` is False.
     """
     wall_start = time.perf_counter()
@@ -113,6 +118,7 @@ def train(
     try:
         device = info.device
         # every check that can refuse the run happens before anything is written
+        check_data_splits(cfg)
         checkpoint = prepare_run(output_dir, cfg, resume=resume, is_main=info.is_main)
         seed_everything(tc.seed)
         log = MetricLogger(output_dir, enabled=info.is_main)
@@ -139,7 +145,7 @@ def train(
         if start.rng is not None:
             set_rng_state(start.rng)
         log_run_start(log, cfg, model, data, info, start_step=start_step, end_step=end_step)
-        bar = progress_bar(tc.max_steps, start_step, show=progress and info.is_main)
+        bar = progress_bar(tc.max_steps, start_step, end_step, show=progress and info.is_main)
         stats = LoopStats()
         metrics: dict[str, Any] = {}
         saved: Path | None = checkpoint
@@ -163,7 +169,7 @@ def train(
             if ema is not None:
                 ema.update(model, step)
             done = step + 1
-            bar.update(1)
+            bar.step(done)
 
             # Logging (losses averaged over the window and over ranks).
             stats.add_step(step_losses, tc.batch_size, skipped=skipped, started=step_start)
@@ -173,8 +179,8 @@ def train(
                 record["epoch"] = done * tc.batch_size / len(data.train_set)
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
-                log.log(done, record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                log.log(done, record | bar.times(done))  # + elapsed_s, eta_s
+                bar.note(loss=record["loss"], lr=lr)
 
             # Checkpoint first (rank 0), then evaluate on the EMA weights: an evaluation that
             # fails costs no checkpoint. The best copy is chosen once the metrics are in.
@@ -183,6 +189,8 @@ def train(
             due_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or is_final
             if due_ckpt or due_eval:  # precise BN (on by default for short runs only)
                 refresh_precise_bn(parts, ema, data, cfg, info, step=done)
+            if due_ckpt:  # every rank: NaN/inf weights stop the run instead of a checkpoint
+                check_finite_weights(parts, ema.module if ema else None, step=done, last_good=saved)
             if due_ckpt and info.is_main:
                 saved = save_training_checkpoint(output_dir, cfg, parts, ema, data, step=done)
             if due_eval:
@@ -363,7 +371,7 @@ def _loggable(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "per_class"}
 
 
-def finish_run(output_dir: Path, bar: tqdm[Any], log: MetricLogger, *, is_main: bool) -> None:
+def finish_run(output_dir: Path, bar: TrainProgress, log: MetricLogger, *, is_main: bool) -> None:
     """Close the progress bar and the logger; rank 0 plots ``training_curves.png``."""
     bar.close()
     log.close()
