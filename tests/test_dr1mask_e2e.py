@@ -197,7 +197,7 @@ def test_onnx_export_matches_torch(trained_run: Path, tmp_path: Path) -> None:
 
     model, cfg, categories, num_classes = load_model(checkpoint)
     paste = merge_overrides(cfg, ["model.dr1mask.merge.mode=paste"])
-    with pytest.raises(ExportError, match="merge=paste is not exportable"):
+    with pytest.raises(ExportError, match="merge.mode=paste is not exportable"):
         export_model(model, paste, categories, num_classes, tmp_path / "paste.onnx")
     assert not (tmp_path / "paste.onnx").exists()
 
