@@ -256,3 +256,22 @@ def test_merge_k50_640_is_consistent() -> None:
     ids = np.unique(pred.panoptic)
     assert set(ids.tolist()) <= {0} | {s.id for s in pred.segments}
     assert sum(s.area for s in pred.segments) == int((pred.panoptic > 0).sum())
+
+
+@pytest.mark.parametrize("bad", [-1, 2])
+def test_proposal_classes_outside_the_class_range_are_refused(bad: int) -> None:
+    """Both eager entries (the batch call through ``core`` and ``merge_probabilities``)."""
+    pp = PanopticPostProcessor(class_to_category=[4, 5], is_thing_class=[False, True], min_area=0)
+    classes = torch.tensor([0, bad])
+    scores = torch.tensor([0.9, 0.8])
+    with pytest.raises(ValueError, match=r"proposal classes must be in \[0, 2\)"):
+        pp.merge_probabilities(torch.rand(2, 4, 4), scores, classes)
+    outputs = MaskConverOutput(
+        center_logits=(torch.zeros(1, 2, 2, 2),),
+        mask_logits=torch.randn(1, 2, 4, 4),
+        scores=scores[None],
+        classes=classes[None],
+        center_indices=torch.zeros(1, 2, dtype=torch.int64),
+    )
+    with pytest.raises(ValueError, match=r"proposal classes must be in \[0, 2\)"):
+        pp(outputs, valid_sizes=[(8, 8)], output_sizes=[(8, 8)], input_size=(8, 8))

@@ -124,7 +124,7 @@ class _RawOutputs(nn.Module):
 
 
 class TorchModel:
-    """``InferenceModel`` over a PyTorch module (eval mode, ``torch.inference_mode``).
+    """``Backend`` over a PyTorch module (eval mode, ``torch.inference_mode``).
 
     Args:
         module: e.g. a ``MaskConver``; put in eval mode here.

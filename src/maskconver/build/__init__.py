@@ -1,4 +1,4 @@
-"""The only bridge from ``maskconver.config`` to objects: named choices are dict literals here.
+"""Named choices from ``maskconver.config`` to objects: the dict-literal tables live here.
 
 Tables: ``META_ARCHITECTURES`` (below: name -> the ``meta.base.MetaArchitecture`` entry of
 that package, ``maskconver.meta.<name>.build.ENTRY``: a model with the target generator,

@@ -23,13 +23,13 @@ never written (``CheckpointError``; training raises ``NonFiniteWeightsError`` fi
 Loading refuses (``CheckpointError``, one line naming the checkpoint) weights files with a NaN or
 inf (naming the first such tensor), and a ``config.yaml`` that no longer describes the weights.
 The network config fingerprinted at save time is the ``model`` section minus what does not
-change what the weights compute: ``model.maskconver.targets`` / ``loss`` / ``merge``, the merge
-thresholds ``model.dr1mask.merge.{object_threshold, overlap_threshold, min_area,
-mask_threshold}``, ``model.backbone.weights`` (the keys a resumed run may change) and the
-unselected meta-architecture's sub-block. ``num_classes``, ``num_proposals``, BN settings and
-every backbone / decoder / head / sub-block field are in it. It is stored as the sha256 of its
-canonical JSON plus that JSON (``engine/integrity.py``), so the error names the differing keys;
-weights files without it (formats 1 and 2) load unchecked, their config migrated.
+change what the weights compute: ``model.maskconver.targets`` / ``loss`` / ``merge``,
+``model.dr1mask.merge`` (mode, box crop, thresholds), ``model.backbone.weights`` (the keys a
+resumed run may change) and the unselected meta-architecture's sub-block. ``num_classes``,
+``num_proposals``, BN settings and every backbone / decoder / head / sub-block field are in it.
+It is stored as the sha256 of its canonical JSON plus that JSON (``engine/integrity.py``), so
+the error names the differing keys; weights files without it (formats 1 and 2) load unchecked,
+their config migrated.
 
 Formats: 1 (maskconver 0.1.0) stored ``hard_sigmoid`` under ``postprocess``; format 2 moved it to
 ``model`` and added ``meta_architecture``; format 3 gave each meta-architecture its own config

@@ -2,7 +2,7 @@
 
 The *network config* (``network_config``; the set is documented in ``engine/checkpoint.py``) is
 the ``model`` section without ``NOT_THE_NETWORK`` (the keys a resumed run may change:
-MaskConver's targets, loss and merge, DR1Mask's merge thresholds, ``model.backbone.weights``)
+MaskConver's targets, loss and merge, DR1Mask's merge, ``model.backbone.weights``)
 and without the unselected meta-architecture's sub-block. The weights files record it in their
 safetensors metadata: ``FINGERPRINT_KEY`` holds the sha256 of its canonical JSON (sorted keys, no
 spaces), ``NETWORK_CONFIG_KEY`` that JSON, so a mismatch can name the differing keys. Only keys
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from maskconver.config import MERGE_THRESHOLDS, ModelConfig, migrate_config_tree, to_dict
+from maskconver.config import ModelConfig, migrate_config_tree, to_dict
 from maskconver.config.migrate import set_path
 
 FINGERPRINT_KEY = "maskconver.network_config_sha256"
@@ -32,7 +32,7 @@ NOT_THE_NETWORK = (
     "model.maskconver.targets.",
     "model.maskconver.loss.",
     "model.maskconver.merge.",
-    *(f"model.dr1mask.merge.{name}" for name in MERGE_THRESHOLDS),
+    "model.dr1mask.merge.",  # mode, box crop and thresholds: post-processing, not weights
 )
 BACKBONE_WEIGHTS_KEY = "model.backbone.weights"
 

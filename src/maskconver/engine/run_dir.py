@@ -25,7 +25,6 @@ from maskconver.config import (
     dump_config,
     migrate_config_tree,
     read_yaml,
-    to_dict,
 )
 from maskconver.engine.checkpoint import (
     CHECKPOINT_DIR,
@@ -38,7 +37,7 @@ from maskconver.engine.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
 )
-from maskconver.engine.integrity import flatten, is_network_key, weights_metadata
+from maskconver.engine.integrity import network_config, weights_metadata
 from maskconver.engine.logging import METRICS_FILE
 from maskconver.errors import one_line
 from maskconver.files import process_alive, write_text_atomic
@@ -48,12 +47,14 @@ RUN_CONFIG_FILE = "config.yaml"
 
 
 def _network_changes(old: Config, new: Config) -> list[str]:
-    """``key: old -> new`` for each model key that differs, but those a resumed run may change."""
-    before = flatten(to_dict(old.model), "model.")
-    after = flatten(to_dict(new.model), "model.")
+    """``key: old -> new`` for each network-config key that differs (``integrity``).
+
+    Keys a resumed run may change (targets, losses, merges, the backbone weight file, the
+    sub-block of the meta-architecture not in use) are not compared.
+    """
+    before, after = network_config(old.model), network_config(new.model)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    # a weight file is read only at the start of a run; changing it does not change the model
-    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed if is_network_key(k)]
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed]
 
 
 def _shown(changes: list[str]) -> str:

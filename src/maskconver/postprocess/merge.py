@@ -23,7 +23,7 @@ The argmax runs over chunks of ``chunk`` proposals with a running maximum (stric
 replaces, so ties keep the earlier proposal exactly as one argmax would): memory grows with
 ``chunk x H x W``, not ``K x H x W``. The chunk loop runs ``ceil(K / chunk)`` times, a count fixed
 by the input shape, so tracing unrolls it. Numbering segments (things separately, stuff merged
-per class) and building ``segments_info`` is the small Python step in ``panoptic.py``.
+per class) and building ``segments_info`` is the small Python step in ``postprocess/segments.py``.
 """
 
 from __future__ import annotations

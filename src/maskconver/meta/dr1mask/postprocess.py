@@ -6,7 +6,7 @@ the channels are the static stuff columns and one column per detection scoring a
 largest unified logit, an instance channel takes its detection's class and score, and a channel
 that wins ``min_area`` pixels or fewer is dropped (its pixels become void). The tensor core is
 ``unified.unified_merge`` (the same code runs inside the ONNX graph); numbering the segments is
-the shared Python step ``postprocess.panoptic.number_segments``.
+the shared Python step ``postprocess.segments.number_segments``.
 
 ``merge="paste"`` (the alternative the issue asks for; BlendMask's panoptic combination, whose
 thresholds DR1Mask's text does not give): each detection above ``object_threshold`` gets its

@@ -285,16 +285,9 @@ class PanopticPostProcessor:
         Returns:
             ``MergeCore`` (``owner [H0, W0]``, per-proposal tensors in score order).
         """
-        num_classes = len(self.class_to_category)
         eager = not tracing()
-        if (
-            eager
-            and classes.numel()
-            and (int(classes.max()) >= num_classes or int(classes.min()) < 0)
-        ):
-            raise ValueError(
-                f"proposal classes must be in [0, {num_classes}), got {classes.tolist()}"
-            )
+        if eager:
+            self._check_classes(classes)
         proposals = sort_proposals(
             scores.float(), classes, self.class_usable, self.object_threshold
         )
@@ -302,16 +295,15 @@ class PanopticPostProcessor:
         # valid one (only with object_threshold < 0) stays, as it wins where all products are 0
         position = torch.arange(1, proposals.valid.shape[0] + 1, device=scores.device)
         count = torch.where(proposals.valid, position, torch.zeros_like(position)).max(0)[0]
-        ordered = mask_logits.float()[proposals.order]
         ch, cw = canvas_of(input_size, valid_size, output_size)
         oh, ow = output_size
         if eager:
             kept = int(count)
             proposals = SortedProposals(*(t[:kept] for t in proposals))
-            ordered = ordered[:kept]
+            ordered = mask_logits[proposals.order].float()  # only the kept prefix is copied
             chunk = chunk_for(self.chunk, (int(oh), int(ow)))
         else:
-            ordered = ordered[: count.clamp(min=1)]
+            ordered = mask_logits.float()[proposals.order][: count.clamp(min=1)]
             chunk = max(1, int(mask_logits.shape[0]))  # one chunk: the count is dynamic
 
         def probabilities(start: int, stop: int) -> Tensor:
@@ -387,6 +379,7 @@ class PanopticPostProcessor:
         Returns:
             The panoptic map (ids 1..n, 0 void) and its segments.
         """
+        self._check_classes(classes)
         proposals = sort_proposals(
             scores.float(), classes.long(), self.class_usable, self.object_threshold
         )
@@ -404,3 +397,11 @@ class PanopticPostProcessor:
         return number_segments(
             core, class_to_category=self.class_to_category, is_thing_class=self.is_thing_class
         )
+
+    def _check_classes(self, classes: Tensor) -> None:
+        """``ValueError`` unless every proposal class is in ``[0, C)`` (eager callers)."""
+        num_classes = len(self.class_to_category)
+        if classes.numel() and (int(classes.max()) >= num_classes or int(classes.min()) < 0):
+            raise ValueError(
+                f"proposal classes must be in [0, {num_classes}), got {classes.tolist()}"
+            )
