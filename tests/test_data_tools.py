@@ -156,3 +156,15 @@ def test_show_output_never_inside_the_dataset(
     assert main(["data", "stats", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing" in err
+
+
+@pytest.mark.parametrize("command,json_flag", [("show", "--json"), ("stats", "--panoptic-json")])
+def test_split_source_help_names_the_commands_own_json_flag(
+    command: str, json_flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--pngs`` / ``--images`` go with the JSON flag this subcommand has (stats: not --json)."""
+    with pytest.raises(SystemExit):
+        main(["data", command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"panoptic PNG folder (with {json_flag})" in text
+    assert f"image folder (with {json_flag})" in text

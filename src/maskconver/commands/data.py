@@ -172,8 +172,10 @@ def _add_split_source(p: argparse.ArgumentParser, json_flag: str = "--json") -> 
     p.add_argument(
         json_flag, dest="json", type=Path, default=None, help="panoptic JSON (instead of ROOT)"
     )
-    p.add_argument("--pngs", type=Path, default=None, help="panoptic PNG folder (with --json)")
-    p.add_argument("--images", type=Path, default=None, help="image folder (with --json)")
+    p.add_argument(
+        "--pngs", type=Path, default=None, help=f"panoptic PNG folder (with {json_flag})"
+    )
+    p.add_argument("--images", type=Path, default=None, help=f"image folder (with {json_flag})")
 
 
 def _register_show(sub: argparse._SubParsersAction) -> None:
