@@ -13,7 +13,7 @@ of ``postprocess`` to the merge of the tree's own meta-architecture (a step that
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from maskconver.config.checks import ConfigError
@@ -84,6 +84,18 @@ def _versions() -> list[int]:
 # the checkpoint format of today's layout (the last one that moved a key): a config tree stored
 # outside a checkpoint (an ONNX export's metadata) records it, to be migrated on read
 CONFIG_FORMAT = _versions()[-1]
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (``sep`` between the keys; lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}{sep}", sep))
+        else:
+            out[name] = value
+    return out
 
 
 def pop_path(tree: Tree, dotted: str) -> tuple[bool, Any]:

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 
 from maskconver.config import ModelConfig, migrate_config_tree, to_dict
-from maskconver.config.migrate import set_path
+from maskconver.config.migrate import flatten, set_path
 
 FINGERPRINT_KEY = "maskconver.network_config_sha256"
 NETWORK_CONFIG_KEY = "maskconver.network_config"
@@ -35,18 +35,6 @@ NOT_THE_NETWORK = (
     "model.dr1mask.merge.",  # mode, box crop and thresholds: post-processing, not weights
 )
 BACKBONE_WEIGHTS_KEY = "model.backbone.weights"
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def is_network_key(key: str) -> bool:

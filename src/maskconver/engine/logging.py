@@ -19,6 +19,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from maskconver.config.migrate import flatten
+
 METRICS_FILE = "metrics.jsonl"
 SECONDS_PER_MINUTE = 60
 SECONDS_PER_HOUR = 3600
@@ -27,17 +29,6 @@ DURATION_KEYS = ("elapsed_s", "eta_s")
 UNKNOWN_DURATION = "?"
 # tqdm's own elapsed/remaining replaced by the run clock's, which the postfix carries
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{rate_fmt}{postfix}]"
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}/"))
-        else:
-            out[name] = value
-    return out
 
 
 def format_duration(seconds: float) -> str:
@@ -134,7 +125,7 @@ class MetricLogger:
         """
         if not self.enabled:
             return
-        flat = _flatten(values)
+        flat = flatten(values, sep="/")
         record = {"kind": kind, "step": step, "time": time.time(), **flat}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")

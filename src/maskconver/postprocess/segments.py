@@ -18,6 +18,18 @@ from maskconver.postprocess.merge import MergeCore
 UNUSED_CLASS = -1  # class_to_category entry of an index that maps to no category
 
 
+def class_tables(
+    class_to_category: Sequence[int], is_thing_class: Sequence[bool]
+) -> tuple[list[int], list[bool]]:
+    """The per-class tables every post-processor keeps, checked to have one entry per class."""
+    if len(class_to_category) != len(is_thing_class):
+        raise ValueError(
+            f"class_to_category ({len(class_to_category)}) and is_thing_class "
+            f"({len(is_thing_class)}) must have one entry per class"
+        )
+    return [int(c) for c in class_to_category], [bool(t) for t in is_thing_class]
+
+
 @dataclass
 class PanopticPrediction:
     """A panoptic result for one image at its original resolution.

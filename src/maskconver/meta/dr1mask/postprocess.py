@@ -32,7 +32,12 @@ from maskconver.meta.dr1mask.roi_align import corner_shift, roi_align
 from maskconver.meta.dr1mask.unified import DEFAULT_CHUNK, unified_merge
 from maskconver.postprocess.canvas import enlarge, working_size
 from maskconver.postprocess.merge import MergeCore
-from maskconver.postprocess.segments import UNUSED_CLASS, PanopticPrediction, number_segments
+from maskconver.postprocess.segments import (
+    UNUSED_CLASS,
+    PanopticPrediction,
+    class_tables,
+    number_segments,
+)
 
 Merge = Literal["argmax", "paste"]
 MERGES = ("argmax", "paste")
@@ -73,15 +78,11 @@ class DR1MaskPostProcessor:
         box_crop: bool = False,
         max_canvas_pixels: int = 0,
     ) -> None:
-        if len(class_to_category) != len(is_thing_class):
-            raise ValueError(
-                f"class_to_category ({len(class_to_category)}) and is_thing_class "
-                f"({len(is_thing_class)}) must have one entry per class"
-            )
         if merge not in MERGES:
             raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
-        self.class_to_category = [int(c) for c in class_to_category]
-        self.is_thing_class = [bool(t) for t in is_thing_class]
+        self.class_to_category, self.is_thing_class = class_tables(
+            class_to_category, is_thing_class
+        )
         used = [c != UNUSED_CLASS for c in self.class_to_category]
         self.static_valid = torch.tensor(
             [u and not t for u, t in zip(used, self.is_thing_class, strict=True)]

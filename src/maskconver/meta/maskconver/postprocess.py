@@ -47,7 +47,12 @@ from maskconver.postprocess.merge import (
     sort_proposals,
     tracing,
 )
-from maskconver.postprocess.segments import UNUSED_CLASS, PanopticPrediction, number_segments
+from maskconver.postprocess.segments import (
+    UNUSED_CLASS,
+    PanopticPrediction,
+    class_tables,
+    number_segments,
+)
 
 
 class Proposals(Protocol):
@@ -164,15 +169,11 @@ class PanopticPostProcessor:
         stuff_from_semantic: bool = False,
         max_canvas_pixels: int = 0,
     ) -> None:
-        if len(class_to_category) != len(is_thing_class):
-            raise ValueError(
-                f"class_to_category ({len(class_to_category)}) and is_thing_class "
-                f"({len(is_thing_class)}) must have one entry per class"
-            )
         if merge not in ("reference", "maskformer"):
             raise ValueError(f"merge must be 'reference' or 'maskformer', got {merge!r}")
-        self.class_to_category = [int(c) for c in class_to_category]
-        self.is_thing_class = [bool(t) for t in is_thing_class]
+        self.class_to_category, self.is_thing_class = class_tables(
+            class_to_category, is_thing_class
+        )
         self.stuff_from_semantic = stuff_from_semantic
         self.max_canvas_pixels = max_canvas_pixels
         self.class_usable = torch.tensor(
