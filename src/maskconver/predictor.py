@@ -132,6 +132,64 @@ class Predictor:
             transform=transform,
         )
 
+    @classmethod
+    def from_openvino(
+        cls, path: str | Path, *, threads: int | None = None, precision: str = "f32"
+    ) -> Predictor:
+        """Load an OpenVINO IR (``maskconver export --format openvino``): it alone is enough.
+
+        Args:
+            path: the ``.xml`` file (its ``rt_info`` holds the config and categories; the
+                ``.bin`` beside it), or a maskconver ``.onnx`` read by OpenVINO.
+            threads: OpenVINO CPU threads (None: OpenVINO's default).
+            precision: float ops in ``"f32"`` (matches torch) or ``"bf16"``.
+        """
+        from maskconver.build import build_eval_transforms, build_postprocessor
+        from maskconver.data.transforms import ResizePadTo
+        from maskconver.export.openvino import OpenVinoPanopticModel
+
+        model = OpenVinoPanopticModel(path, threads=threads, precision=precision)
+        meta = model.metadata
+        transform: Callable[[PanopticSample], PanopticSample] = (
+            build_eval_transforms(meta.config)
+            if meta.input_size is None
+            else ResizePadTo(*meta.input_size)
+        )
+        return cls(
+            model,
+            cfg=meta.config,
+            categories=meta.categories,
+            postprocessor=build_postprocessor(meta.config, meta.categories, meta.num_classes),
+            transform=transform,
+        )
+
+    @classmethod
+    def from_tflite(cls, path: str | Path, *, threads: int | None = None) -> Predictor:
+        """Load a ``.tflite`` (``maskconver export --format tflite``): it alone is enough.
+
+        Args:
+            path: the ``.tflite`` file (its metadata holds the config and categories).
+            threads: LiteRT interpreter threads (None: LiteRT's default).
+        """
+        from maskconver.build import build_eval_transforms, build_postprocessor
+        from maskconver.data.transforms import ResizePadTo
+        from maskconver.export.tflite import TfLitePanopticModel
+
+        model = TfLitePanopticModel(path, threads=threads)
+        meta = model.metadata
+        transform: Callable[[PanopticSample], PanopticSample] = (
+            build_eval_transforms(meta.config)
+            if meta.input_size is None
+            else ResizePadTo(*meta.input_size)
+        )
+        return cls(
+            model,
+            cfg=meta.config,
+            categories=meta.categories,
+            postprocessor=build_postprocessor(meta.config, meta.categories, meta.num_classes),
+            transform=transform,
+        )
+
     def prepare(self, image: ImageInput) -> PanopticSample:
         """Read/convert one image and apply the eval transform (resize longest side + pad)."""
         rgb = as_rgb_array(image)

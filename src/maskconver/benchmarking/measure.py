@@ -137,6 +137,21 @@ def benchmark(
     return report
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the platform's processor string."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def format_table(report: dict[str, Any]) -> str:
     """Human-readable two-column table."""
     latency = report["latency_ms"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 from maskconver.errors import fail
 
@@ -112,7 +113,10 @@ def add_model_source(parser: argparse.ArgumentParser, *, required: bool = True) 
     source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument("--checkpoint", help="checkpoint folder (e.g. .../checkpoints/best)")
     source.add_argument(
-        "--model", help="an exported .onnx file (`maskconver export`); runs on onnxruntime"
+        "--model",
+        help="an exported .onnx file (`maskconver export`; runs on onnxruntime), an OpenVINO "
+        ".xml (`maskconver export --format openvino`; runs on OpenVINO) or a .tflite "
+        "(`--format tflite`; runs on LiteRT)",
     )
     parser.add_argument(
         "--backend",
@@ -143,5 +147,19 @@ def check_model_source(args: argparse.Namespace) -> str | None:
             f"{args.checkpoint} --output model.onnx`, then pass --model model.onnx"
         )
     if args.backend == "torch" and getattr(args, "model", None):
-        return "--model is an ONNX file and runs on onnxruntime; use --checkpoint for torch"
+        return (
+            "--model is an exported file (ONNX, OpenVINO .xml or .tflite) and runs on its own "
+            "runtime; use --checkpoint for torch"
+        )
     return None
+
+
+def load_exported(path: str | Path, threads: int | None = None) -> Any:
+    """The ``Predictor`` of an exported file: OpenVINO ``.xml`` IR, ``.tflite``, else ``.onnx``."""
+    from maskconver.predictor import Predictor
+
+    if Path(path).suffix.lower() == ".xml":
+        return Predictor.from_openvino(path, threads=threads)
+    if Path(path).suffix.lower() == ".tflite":
+        return Predictor.from_tflite(path, threads=threads)
+    return Predictor.from_onnx(path, threads=threads)

@@ -64,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     model = p.add_argument_group("model mode (run a checkpoint or an exported model on a dataset)")
     model.add_argument("--checkpoint", help="checkpoint directory or file (torch)")
-    model.add_argument("--model", help="an exported .onnx file (onnxruntime)")
+    model.add_argument(
+        "--model", help="an exported .onnx file (onnxruntime) or OpenVINO .xml IR (OpenVINO)"
+    )
     model.add_argument(
         "--backend",
         choices=("torch", "onnxruntime"),
@@ -211,9 +213,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     transform = None
     try:
         if onnx_path:
-            from maskconver.predictor import Predictor
+            from maskconver.commands.common import load_exported
 
-            predictor = Predictor.from_onnx(onnx_path, threads=args.threads)
+            predictor = load_exported(onnx_path, threads=args.threads)
             model: Any = predictor.model
             cfg, categories = predictor.cfg, predictor.categories
             num_classes = model.metadata.num_classes

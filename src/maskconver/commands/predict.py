@@ -6,7 +6,10 @@ panoptic ``images`` + ``annotations`` with every segment's ``score`` + ``categor
 with ``_2``, ``_3``... when two inputs share one; image ids are the stems, or the numeric ids of
 a COCO image list given with ``--image-info`` (so the predictions score against that ground
 truth). Unreadable images (also those over Pillow's decompression-bomb limit) are reported and
-skipped; the exit code is 0 when at least one image succeeded.
+skipped; the exit code is 0 when at least one image succeeded. Reading and resizing the next
+images and writing the finished ones run on background threads beside the network (bounded
+queues, ``commands.pipeline``; ``--no-prefetch`` turns them off); the throughput (images/s) is
+printed at the end.
 
 Safe output: ``predictions.json`` lists exactly the files this run wrote and is written
 atomically at the end; an output folder that already holds a run is refused unless
@@ -18,15 +21,18 @@ the same folder at the same time fails at once (a lock file).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from maskconver.commands.common import (
     add_model_source,
     check_model_source,
+    load_exported,
     positive_int,
     probability,
 )
@@ -37,6 +43,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_BATCH_SIZE = 8
 PREDICTIONS_JSON = "predictions.json"
 LOCK_FILE = ".maskconver-predict.lock"
+PREFETCH_DEPTH = 8  # images read ahead / waiting to be written (at least 2 batches)
 
 
 class PredictError(Exception):
@@ -64,6 +71,11 @@ def register(subparsers: Any) -> None:
         "--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per forward"
     )
     p.add_argument("--no-overlay", action="store_true", help="skip the <stem>_overlay.jpg pictures")
+    p.add_argument(
+        "--no-prefetch",
+        action="store_true",
+        help="read, predict and write one batch after another (no background threads)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA ones")
     p.add_argument(
@@ -245,7 +257,7 @@ def load_predictor(args: argparse.Namespace) -> Any:
     from maskconver.predictor import Predictor
 
     if args.model:
-        predictor = Predictor.from_onnx(args.model, threads=args.threads)
+        predictor = load_exported(args.model, threads=args.threads)
     else:
         if args.threads:
             import torch
@@ -310,43 +322,69 @@ def _predict_all(
     output: Path,
     args: argparse.Namespace,
 ) -> tuple[int, int]:
-    """Predict in batches; the JSON (written last, atomically) lists exactly what was written."""
+    """Predict in batches; the JSON (written last, atomically) lists exactly what was written.
+
+    Reading and transforming the next images (``prefetch``) and writing the finished ones
+    (``WriteBehind``) run on background threads beside the network; the throughput is printed.
+    """
     from tqdm import tqdm
 
-    from maskconver.data.image_io import ImageReadError, load_image, save_image
+    from maskconver.commands.pipeline import Loaded, WriteBehind, batches, load_input, prefetch
+    from maskconver.data.image_io import save_image
     from maskconver.data.writer import CocoPanopticWriter
+    from maskconver.inference import predict_samples
     from maskconver.visualize import overlay
 
     writer = CocoPanopticWriter(
         output / PREDICTIONS_JSON, output, predictor.categories, scores=True
     )
     done = failed = 0
+    depth = 0 if args.no_prefetch else max(PREFETCH_DEPTH, 2 * args.batch_size)
+
+    def write(item: Loaded, pred: Any) -> None:
+        writer.add(
+            item.image_id, item.path.name, pred.panoptic, pred.segments, png_name=f"{item.stem}.png"
+        )
+        if not args.no_overlay:
+            picture = overlay(item.image, pred.panoptic, pred.segments, predictor.categories)
+            save_image(output / f"{item.stem}_overlay.jpg", picture)
+
     # disable=None: no bar when stderr is not a terminal (a log file gets no carriage returns)
     bar = tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True, disable=None)
+    start = time.perf_counter()
+    behind = WriteBehind(depth)
     try:
-        for start in range(0, len(paths), args.batch_size):
-            chunk = slice(start, start + args.batch_size)
-            batch: list[tuple[Path, str, int | str, Any]] = []
-            for path, stem, image_id in zip(paths[chunk], stems[chunk], ids[chunk], strict=True):
-                try:
-                    batch.append((path, stem, image_id, load_image(path)))
-                except ImageReadError as e:
-                    failed += 1
-                    tqdm.write(f"skipped: {e}", file=sys.stderr)
-                    bar.update(1)
-            if not batch:
+        loaded = prefetch(
+            zip(paths, stems, ids, strict=True),
+            functools.partial(load_input, predictor),
+            depth=depth,
+        )
+        for batch in batches(loaded, args.batch_size):
+            good = []
+            for item in batch:
+                if item.error is None:
+                    good.append(item)
+                    continue
+                failed += 1
+                tqdm.write(f"skipped: {item.error}", file=sys.stderr)
+                bar.update(1)
+            if not good:
                 continue
-            predictions = predictor.predict_batch([b[3] for b in batch], batch_size=len(batch))
-            for (path, stem, image_id, image), pred in zip(batch, predictions, strict=True):
-                writer.add(
-                    image_id, path.name, pred.panoptic, pred.segments, png_name=f"{stem}.png"
-                )
-                if not args.no_overlay:
-                    picture = overlay(image, pred.panoptic, pred.segments, predictor.categories)
-                    save_image(output / f"{stem}_overlay.jpg", picture)
+            predictions = predict_samples(
+                predictor.model, predictor.postprocessor, [item.sample for item in good]
+            )
+            for item, pred in zip(good, predictions, strict=True):
+                behind.submit(functools.partial(write, item, pred))
                 done += 1
-            bar.update(len(batch))
+            bar.update(len(good))
+        behind.close()  # every image written (a failure to write is raised here)
     finally:
         bar.close()
-        writer.close()  # also after a failure: the JSON lists the images that were written
+        try:
+            behind.close()
+        finally:
+            writer.close()  # also after a failure: the JSON lists the images that were written
+    seconds = time.perf_counter() - start
+    if done:
+        print(f"{done / seconds:.2f} images/s ({done} in {seconds:.1f} s)")
     return done, failed

@@ -85,6 +85,11 @@ class MaskConverMergeConfig:
     overlap_threshold: float = field(default=0.7, metadata=FINITE)
     min_area: int = field(default=256, metadata=NON_NEGATIVE_INT)  # pixels on the output canvas
     mask_threshold: float = field(default=0.5, metadata=FINITE)
+    # fast: winners and own areas at mask resolution, the owner map refined on the canvas (no
+    # [K, H, W] tensor); exact: every mask upsampled to the canvas (docs/merge.md compares them)
+    algorithm: Literal["exact", "fast"] = field(
+        default="fast", metadata=check(lambda v: v in ("exact", "fast"), "'exact' or 'fast'")
+    )
 
 
 @dataclass

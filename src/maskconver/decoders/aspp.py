@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskconver.decoders.base import Decoder
@@ -43,7 +44,9 @@ class _ImagePooling(nn.Module):
     """Global average pool -> 1x1 conv + norm + act -> resize back (a broadcast).
 
     The pooled map is broadcast to ``H x W`` BEFORE the norm: batch statistics are unchanged (every
-    value is replicated equally), but batch norm then also trains with a batch of one image.
+    value is replicated equally), but batch norm then also trains with a batch of one image. The
+    broadcast is a nearest resize of the ``1 x 1`` map (an exact copy, the same values as
+    ``expand``): ``expand`` exports to TFLite's BROADCAST_TO, whose kernel refuses the shapes.
     """
 
     def __init__(
@@ -57,7 +60,8 @@ class _ImagePooling(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W]`` -> ``[B, channels, H, W]`` (constant per image)."""
         pooled = self.conv(x.mean(dim=(2, 3), keepdim=True))
-        return self.act(self.norm(pooled.expand(-1, -1, *x.shape[-2:])))
+        tiled = F.interpolate(pooled, size=x.shape[-2:], mode="nearest")
+        return self.act(self.norm(tiled))
 
 
 class ASPP(Decoder):

@@ -170,7 +170,9 @@ def evaluate_files(
             ([pairs[i] for i in c], str(gt_dir), str(pred_dir), categories, names, c[0])
             for c in chunks
         ]
-        with multiprocessing.get_context().Pool(len(jobs)) as pool:
+        # spawn, not fork: a fork of a process whose native runtimes (OpenVINO, LiteRT, torch)
+        # already run threads can crash the child (seen as a segfault in the test suite)
+        with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
             for state in pool.starmap(_score_pairs, jobs):
                 metric.merge_state(state)
     else:

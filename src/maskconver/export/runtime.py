@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -26,6 +26,39 @@ if TYPE_CHECKING:
     from maskconver.inference import PostProcessor
     from maskconver.postprocess.segments import PanopticPrediction
 
+# ``session.intra_op.allow_spinning``: onnxruntime's idle intra-op threads busy-wait for the next
+# op by default. On a machine where anything else runs, a spinning thread competes with that
+# work, which made 2-thread timings bimodal; without spinning they were steady and no slower on
+# a quiet machine (docs/profile.md, "Spinning"), so the backend turns it off.
+DEFAULT_SPINNING = False
+SPINNING_KEY = "session.intra_op.allow_spinning"
+
+
+def session_options(threads: int | None = None, *, spinning: bool = DEFAULT_SPINNING) -> Any:
+    """The ``SessionOptions`` of onnxruntime: ``threads`` intra-op threads, spinning or not.
+
+    Args:
+        threads: intra-op threads (None: onnxruntime's default, one per core).
+        spinning: whether idle intra-op threads busy-wait for work.
+
+    Raises:
+        ExportError: onnxruntime is missing, or ``threads < 1``.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - a dev extra
+        raise ExportError(
+            "the onnxruntime backend needs onnxruntime: pip install 'maskconver[onnx]'"
+        ) from e
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise ExportError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.add_session_config_entry(SPINNING_KEY, "1" if spinning else "0")
+    return options
+
 
 class OnnxPanopticModel:
     """A maskconver ``.onnx`` behind the inference core.
@@ -33,12 +66,16 @@ class OnnxPanopticModel:
     Args:
         path: the exported model.
         threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        spinning: let idle intra-op threads busy-wait for work (onnxruntime's own default;
+            off here: ``DEFAULT_SPINNING``).
 
     Attributes:
         metadata: config, categories and input layout stored in the file.
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, threads: int | None = None, spinning: bool = DEFAULT_SPINNING
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:  # pragma: no cover - a dev extra
@@ -47,14 +84,10 @@ class OnnxPanopticModel:
             ) from e
         self.path = Path(path)
         self.metadata: OnnxMetadata = read_metadata(self.path)
-        options = ort.SessionOptions()
-        if threads is not None:
-            if threads < 1:
-                raise ExportError(f"threads must be >= 1, got {threads}")
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            str(self.path), options, providers=["CPUExecutionProvider"]
+            str(self.path),
+            session_options(threads, spinning=spinning),
+            providers=["CPUExecutionProvider"],
         )
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -122,7 +122,7 @@ def tracing() -> bool:
     return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
-def _bin_count(index: Tensor, weights: Tensor | None, num_bins: int) -> Tensor:
+def bin_count(index: Tensor, weights: Tensor | None, num_bins: int) -> Tensor:
     """Static-shape ``bincount``: ``[num_bins]`` int64 count of each ``index`` value.
 
     ``weights`` (bool, same shape, or None for all) selects the pixels counted. Eager mode
@@ -137,7 +137,7 @@ def _bin_count(index: Tensor, weights: Tensor | None, num_bins: int) -> Tensor:
     return counts.scatter_add(0, index.flatten(), ones.flatten())
 
 
-def _fill_to(values: Tensor, size: int) -> Tensor:
+def fill_to(values: Tensor, size: int) -> Tensor:
     """``values`` ``[m]`` (``m <= size``) placed in a zero ``[size]`` vector (static shape)."""
     index = torch.arange(values.shape[0], device=values.device)
     return torch.zeros(size, dtype=values.dtype, device=values.device).scatter(0, index, values)
@@ -207,7 +207,11 @@ def merge_proposals(
         value, index = (probs * chunk_scores[:, None, None]).max(dim=0)
         better = value > best
         if mode == "maskformer":
-            prob_at = probs.gather(0, index[None])[0]
+            if eager:
+                prob_at = probs.gather(0, index[None])[0]
+            else:  # a one-hot sum: OpenVINO refuses GatherElements with fewer indices
+                slots = torch.arange(probs.shape[0], device=probs.device)[:, None, None]
+                prob_at = (probs * (slots == index[None]).to(probs.dtype)).sum(0)
             winner_prob = torch.where(better, prob_at, winner_prob)
         if eager:
             torch.where(better, value, best, out=best)
@@ -215,8 +219,54 @@ def merge_proposals(
         else:
             best = torch.where(better, value, best)
             winner = torch.where(better, index + start, winner)
-    own_area = _fill_to(torch.cat(own_parts), num)
-    won_area = _bin_count(winner, None, num)
+    own_area = fill_to(torch.cat(own_parts), num)
+    return finish_merge(
+        winner,
+        winner_prob if mode == "maskformer" else None,
+        own_area,
+        proposals,
+        mode=mode,
+        overlap_threshold=overlap_threshold,
+        min_area=min_area,
+        mask_threshold=mask_threshold,
+    )
+
+
+def finish_merge(
+    winner: Tensor,
+    winner_prob: Tensor | None,
+    own_area: Tensor,
+    proposals: SortedProposals,
+    *,
+    won_area: Tensor | None = None,
+    mode: MergeMode,
+    overlap_threshold: float,
+    min_area: int,
+    mask_threshold: float,
+) -> MergeCore:
+    """The keep rule and the owner map from the per-pixel winner (shared by every algorithm).
+
+    Args:
+        winner: ``[H, W]`` int64 index of the proposal with the largest ``prob x score``
+            (consumed: eager mode reuses its memory for the owner map).
+        winner_prob: ``[H, W]`` the winner's probability (``"maskformer"``; None otherwise).
+        own_area: ``[K]`` int64 pixels with ``prob > 0.5`` (reference) or
+            ``prob >= mask_threshold`` (maskformer) of each sorted proposal.
+        proposals: the output of ``sort_proposals`` (``K`` rows).
+        won_area: ``[K]`` int64 pixels each proposal wins, when the caller counted them.
+        mode: ``"reference"`` or ``"maskformer"``.
+        overlap_threshold: see the module docstring.
+        min_area: reference mode: keep iff won area > ``min_area``.
+        mask_threshold: maskformer mode: confident pixels have ``prob >= mask_threshold``.
+
+    Returns:
+        ``MergeCore`` with ``owner [H, W]`` and per-proposal ``[K]`` tensors.
+    """
+    scores, valid = proposals.scores, proposals.valid
+    num = scores.shape[0]
+    eager = not tracing()
+    if won_area is None:
+        won_area = bin_count(winner, None, num)
     if mode == "reference":
         keep = (
             valid
@@ -225,13 +275,16 @@ def merge_proposals(
             & (won_area.to(scores.dtype) > overlap_threshold * own_area.to(scores.dtype))
         )
         in_segment = keep[winner]
+        segment_area = won_area  # a kept proposal owns all its won pixels
     else:
+        if winner_prob is None:
+            raise ValueError("the maskformer merge needs the winners' probabilities")
         confident = winner_prob >= mask_threshold
-        segment_area = _bin_count(winner, confident, num)
+        segment_area = bin_count(winner, confident, num)
         ratio = won_area.to(scores.dtype) / own_area.clamp(min=1).to(scores.dtype)
         keep = valid & (segment_area > 0) & (own_area > 0) & (ratio >= overlap_threshold)
         in_segment = keep[winner] & confident
-    areas = _bin_count(winner, in_segment, num)
+    areas = torch.where(keep, segment_area, torch.zeros_like(segment_area))  # no second count
     if eager:
         owner = winner.masked_fill_(~in_segment, -1)  # winner is not needed any more
     else:

@@ -254,6 +254,7 @@ def build_postprocessor(
         hard_sigmoid=mc.hard_sigmoid,
         stuff_from_semantic=mc.stuff_mode == "region",
         max_canvas_pixels=cfg.postprocess.max_canvas_pixels,
+        algorithm=m.algorithm,
     )
 
 

@@ -16,7 +16,10 @@ Two layers:
 
 ``PanopticPostProcessor`` runs both. Proposals that cannot win (below the object threshold) are
 dropped before their masks are upsampled to the output canvas; the result is exactly the merge of
-all K proposals.
+all K proposals. ``algorithm="fast"`` (the default) computes the same merge without upsampling
+all K masks to the canvas (``postprocess.merge_fast``: mask-resolution winners refined at the
+canvas, own areas per bilinear cell); ``"exact"`` upsamples every mask (``docs/merge.md``
+compares the two).
 """
 
 from __future__ import annotations
@@ -25,20 +28,18 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from maskconver.meta.maskconver.peaks import HARD_SIGMOID_OFFSET, HARD_SIGMOID_SCALE, hard_sigmoid
+from maskconver.meta.maskconver.stuff import semantic_stuff
+from maskconver.postprocess.batch import merge_each
 from maskconver.postprocess.canvas import (
     canvas_of,
-    canvas_size,
     chunk_for,
-    enlarge,
-    rescale_logits,
-    working_size,
 )
+from maskconver.postprocess.canvas import rescale_logits as rescale_logits  # the tests' import
 from maskconver.postprocess.merge import (
     DEFAULT_CHUNK,
     MergeCore,
@@ -47,12 +48,18 @@ from maskconver.postprocess.merge import (
     sort_proposals,
     tracing,
 )
+from maskconver.postprocess.merge_fast import merge_proposals_fast
 from maskconver.postprocess.segments import (
     UNUSED_CLASS,
     PanopticPrediction,
     class_tables,
     number_segments,
 )
+
+MergeAlgorithm = Literal["exact", "fast"]
+MERGE_ALGORITHMS = ("exact", "fast")
+# a logit threshold stands for a probability of 0 or 1 (always / never above): beyond any logit
+SATURATED_LOGIT = 1e4
 
 
 class Proposals(Protocol):
@@ -80,57 +87,6 @@ class Proposals(Protocol):
         ...
 
 
-def semantic_stuff(
-    logits: Tensor,
-    owner: Tensor,
-    is_stuff: Tensor,
-    *,
-    input_size: tuple[int, int],
-    valid_size: tuple[int, int],
-    output_size: tuple[int, int],
-    min_area: int,
-    chunk: int = DEFAULT_CHUNK,
-) -> tuple[np.ndarray, dict[int, float]]:
-    """Region-based stuff: the semantic argmax on the pixels no thing owns.
-
-    Args:
-        logits: ``[C, hs, ws]`` semantic logits covering the padded input.
-        owner: ``[H, W]`` the merge core's owner map (-1 = not owned by a thing).
-        is_stuff: ``[C]`` bool.
-        input_size: padded network input ``(H, W)``.
-        valid_size: resized image inside it.
-        output_size: original ``(H0, W0)`` (= ``owner``'s shape).
-        min_area: a stuff class needs more than this many pixels.
-        chunk: classes upsampled at a time (running argmax, memory ``chunk x H x W``).
-
-    Returns:
-        ``([H, W] int64 stuff class or -1, {class: score})`` where the score is the mean
-        softmax probability of the class over its low-resolution argmax pixels.
-    """
-    best = torch.full(output_size, -math.inf, device=logits.device)
-    label = torch.zeros(output_size, dtype=torch.int64, device=logits.device)
-    for start in range(0, logits.shape[0], chunk):
-        part = rescale_logits(logits[start : start + chunk], input_size, valid_size, output_size)
-        value, index = part.max(dim=0)
-        better = value > best
-        best = torch.where(better, value, best)
-        label = torch.where(better, index + start, label)
-    free = (owner < 0) & is_stuff.to(label.device)[label]
-    stuff_map = torch.where(free, label, torch.full_like(label, -1)).cpu().numpy()
-    probs = logits.softmax(0)
-    low_label = probs.argmax(0)
-    scores: dict[int, float] = {}
-    for cls in np.unique(stuff_map[stuff_map >= 0]).tolist():
-        if int((stuff_map == cls).sum()) <= min_area:
-            stuff_map[stuff_map == cls] = -1
-            continue
-        at = low_label == cls
-        scores[int(cls)] = (
-            float(probs[cls][at].mean()) if bool(at.any()) else float(probs[cls].max())
-        )
-    return stuff_map, scores
-
-
 class PanopticPostProcessor:
     """Turns model proposals into ``PanopticPrediction`` at each image's original size.
 
@@ -152,6 +108,9 @@ class PanopticPostProcessor:
         max_canvas_pixels: cap of the merge canvas (0: none). A larger image is merged on a
             canvas scaled to fit the cap and its map is enlarged (nearest) to the image size,
             with a warning, so memory stays bounded; below the cap the merge is exact.
+        algorithm: ``"fast"``: the merge at mask resolution with the owner map refined on the
+            canvas (``postprocess.merge_fast``); ``"exact"``: every mask upsampled to the
+            canvas (``postprocess.merge``).
     """
 
     def __init__(
@@ -168,9 +127,13 @@ class PanopticPostProcessor:
         chunk: int = DEFAULT_CHUNK,
         stuff_from_semantic: bool = False,
         max_canvas_pixels: int = 0,
+        algorithm: MergeAlgorithm = "fast",
     ) -> None:
         if merge not in ("reference", "maskformer"):
             raise ValueError(f"merge must be 'reference' or 'maskformer', got {merge!r}")
+        if algorithm not in MERGE_ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {MERGE_ALGORITHMS}, got {algorithm!r}")
+        self.algorithm = algorithm
         self.class_to_category, self.is_thing_class = class_tables(
             class_to_category, is_thing_class
         )
@@ -200,6 +163,14 @@ class PanopticPostProcessor:
         """Mask probabilities of logits (sigmoid, or the hard sigmoid)."""
         return hard_sigmoid(logits) if self.hard_sigmoid else logits.sigmoid()
 
+    def logit_threshold(self, probability: float) -> float:
+        """The logit where ``probabilities`` reaches ``probability`` (inverse of the activation)."""
+        if self.hard_sigmoid:
+            return HARD_SIGMOID_SCALE * probability - HARD_SIGMOID_OFFSET
+        if probability <= 0.0 or probability >= 1.0:
+            return SATURATED_LOGIT if probability >= 1.0 else -SATURATED_LOGIT
+        return math.log(probability / (1.0 - probability))
+
     def probabilities_(self, logits: Tensor) -> Tensor:
         """``probabilities`` computed in place in ``logits`` (returned)."""
         if self.hard_sigmoid:  # relu6(x + 3) / 6
@@ -226,37 +197,35 @@ class PanopticPostProcessor:
         Returns:
             One ``PanopticPrediction`` per image at its original size.
         """
-        batch = outputs.mask_logits.shape[0]
-        if len(valid_sizes) != batch or len(output_sizes) != batch:
-            raise ValueError(
-                f"got {len(valid_sizes)} valid sizes and {len(output_sizes)} output sizes for "
-                f"a batch of {batch}"
-            )
-        hw_in = (int(input_size[0]), int(input_size[1]))
-        results = []
-        for b in range(batch):
-            valid_size = (int(valid_sizes[b][0]), int(valid_sizes[b][1]))
-            original = (int(output_sizes[b][0]), int(output_sizes[b][1]))
-            output_size = working_size(original, self.max_canvas_pixels)
-            canvas_size(hw_in, valid_size, output_size)  # validates the sizes
+        semantic = getattr(outputs, "semantic_logits", None)
+
+        def merge_one(
+            b: int, input_hw: tuple[int, int], valid: tuple[int, int], canvas: tuple[int, int]
+        ) -> PanopticPrediction:
             core = self.core(
                 outputs.mask_logits[b],
                 outputs.scores[b],
                 outputs.classes[b],
-                input_size=hw_in,
-                valid_size=valid_size,
-                output_size=output_size,
+                input_size=input_hw,
+                valid_size=valid,
+                output_size=canvas,
             )
-            semantic = getattr(outputs, "semantic_logits", None)
-            prediction = self.finish(
+            return self.finish(
                 core,
                 semantic_logits=None if semantic is None else semantic[b],
-                input_size=hw_in,
-                valid_size=valid_size,
-                output_size=output_size,
+                input_size=input_hw,
+                valid_size=valid,
+                output_size=canvas,
             )
-            results.append(enlarge(prediction, original) if output_size != original else prediction)
-        return results
+
+        return merge_each(
+            outputs.mask_logits.shape[0],
+            valid_sizes,
+            output_sizes,
+            input_size,
+            self.max_canvas_pixels,
+            merge_one,
+        )
 
     def core(
         self,
@@ -306,6 +275,19 @@ class PanopticPostProcessor:
         else:
             ordered = mask_logits.float()[proposals.order][: count.clamp(min=1)]
             chunk = max(1, int(mask_logits.shape[0]))  # one chunk: the count is dynamic
+        if self.algorithm == "fast":  # a trace keeps all K: their count stays static
+            return merge_proposals_fast(
+                ordered if eager else mask_logits.float()[proposals.order],
+                proposals,
+                (ch, cw),
+                (oh, ow),
+                probability=self.probabilities,
+                logit_threshold=self.logit_threshold,
+                mode=self.merge,
+                overlap_threshold=self.overlap_threshold,
+                min_area=self.min_area,
+                mask_threshold=self.mask_threshold,
+            )
 
         def probabilities(start: int, stop: int) -> Tensor:
             part = ordered[None, start:stop]
