@@ -24,14 +24,13 @@ Example (the command behind ``docs/dr1.md``)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation_common import plot_pq, run_grids, summarize  # noqa: E402
+from ablation_common import ablation_parser, plot_pq, run_grids, summarize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BASE = HERE / "configs" / "dr1_base.yaml"
@@ -96,31 +95,10 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen sub-grids, measure the cost of each arm, report."""
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ablation_parser(__doc__, out="runs/ablate_dr1", base=str(DEFAULT_BASE), steps=1000)
     p.add_argument("--grid", choices=(*GRIDS, "all"), default="main")
-    p.add_argument("--out", type=Path, default=Path("runs/ablate_dr1"))
-    p.add_argument("--base", default=str(DEFAULT_BASE), help="preset name or YAML of the base")
-    p.add_argument("--data-root", default=None, help="COCO panoptic root (default: synthetic)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="main-grid seeds")
     p.add_argument(
         "--extra-seeds", type=int, nargs="+", default=[0], help="seeds of the other grids"
-    )
-    p.add_argument("--threads", type=int, default=1, help="torch threads (fixed: reproducible)")
-    p.add_argument("--arms", nargs="+", default=None, help="run only these arms of the grids")
-    p.add_argument(
-        "--finished-only", action="store_true", help="train nothing: report the finished runs"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides applied to every arm",
     )
     args = p.parse_args(argv)
 

@@ -8,6 +8,7 @@ grid can be interrupted and resumed or extended.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -223,3 +224,34 @@ def plot_pq(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
+
+
+def ablation_parser(doc: str | None, *, out: str, base: str, steps: int) -> argparse.ArgumentParser:
+    """The options every ablation script shares (each adds its own grid choices).
+
+    ``--out``, ``--base``, ``--data-root``, ``--steps``, ``--seeds``, ``--threads``, ``--arms``,
+    ``--finished-only`` and ``--set`` (into ``overrides``).
+    """
+    p = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--out", type=Path, default=Path(out))
+    p.add_argument("--base", default=base, help="preset name or YAML of the base")
+    p.add_argument("--data-root", default=None, help="COCO panoptic root (default: synthetic)")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="main-grid seeds")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (fixed: reproducible)")
+    p.add_argument("--arms", nargs="+", default=None, help="run only these arms of the grids")
+    p.add_argument(
+        "--finished-only", action="store_true", help="train nothing: report the finished runs"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides applied to every arm",
+    )
+    return p

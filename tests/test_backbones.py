@@ -16,6 +16,7 @@ from maskconver.backbones import (
     Backbone,
     MobileNetMH,
     MobileNetV3Large,
+    MobileNetV3Small,
     ResNet50,
     ResNetUNet,
     TinyBackbone,
@@ -52,6 +53,7 @@ VARIANTS: dict[str, tuple[Callable[[], Backbone], tuple[int, ...], tuple[int, ..
         (24, 40, 112, 960),
         (4, 8, 16, 16),
     ),
+    "mobilenetv3_small": (lambda: MobileNetV3Small(), (16, 24, 48, 576), (4, 8, 16, 32)),
     "resnet50": (lambda: ResNet50(), (256, 512, 1024, 2048), (4, 8, 16, 32)),
     "resnet50_os16_gelu": (
         lambda: ResNet50(output_stride=16, act_layer=nn.GELU),
@@ -198,6 +200,32 @@ def test_mobilenetv3_large_matches_torchvision_features() -> None:
     assert isinstance(se.scale_activation, nn.Hardsigmoid)
     assert isinstance(backbone.features[0][2], nn.Hardswish)
     assert isinstance(backbone.features[2].block[0][2], nn.ReLU)
+
+
+def test_mobilenetv3_small_matches_torchvision_features() -> None:
+    backbone = MobileNetV3Small()
+    # torchvision mobilenet_v3_small: 2,542,856 parameters in total; the classifier is
+    # Linear(576, 1024) = 590,848 plus Linear(1024, 1000) = 1,025,000, leaving 927,008.
+    assert sum(p.numel() for p in backbone.parameters()) == 2_542_856 - 590_848 - 1_025_000
+    shapes = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+    # features.1: no expand conv (16 -> 16), stride-2 depthwise, SE squeeze make_divisible(4) = 8
+    assert shapes["features.1.block.0.0.weight"] == (16, 1, 3, 3)
+    assert shapes["features.1.block.1.fc1.weight"] == (8, 16, 1, 1)
+    assert shapes["features.2.block.0.0.weight"] == (72, 16, 1, 1)
+    assert shapes["features.9.block.1.0.weight"] == (288, 1, 5, 5)
+    assert shapes["features.12.0.weight"] == (576, 96, 1, 1)
+    assert backbone.features[1].block[0][0].stride == (2, 2)
+    assert isinstance(backbone.features[4].block[0][2], nn.Hardswish)
+    assert isinstance(backbone.features[3].block[0][2], nn.ReLU)
+
+
+def test_mobilenetv3_small_output_stride_16_dilates_last_stage() -> None:
+    backbone = MobileNetV3Small(output_stride=16)
+    assert backbone.strides == (4, 8, 16, 16)
+    for index in (9, 10, 11):
+        dw = backbone.features[index].block[1][0]
+        assert dw.dilation == (2, 2) and dw.stride == (1, 1)
+    assert backbone.features[8].block[1][0].dilation == (1, 1)
 
 
 def test_mobilenetv3_output_stride_16_dilates_last_stage() -> None:

@@ -46,6 +46,7 @@ BACKBONE_SETTINGS: dict[str, list[str]] = {
     "mobilenet_mh": ["model.backbone.output_stride=16"],
     "mobilenetv2": ["model.backbone.output_stride=16"],
     "mobilenetv3_large": [],
+    "mobilenetv3_small": [],
     "resnet50": [],
     "resnet50_unet": [
         "model.backbone.unet_channels=[16,16,16]",
@@ -89,6 +90,21 @@ META_SETTINGS: dict[str, list[str]] = {
         "model.dr1mask.pre_nms_topk=50",
         "model.dr1mask.mask_size=8",
     ],
+    "kmax": [  # tests/test_kmax_*.py cover it further
+        "model.kmax.decoder_channels=[32,16,16,16]",
+        "model.kmax.decoder_blocks=[1,1,1,1]",
+        "model.kmax.axial_heads=2",
+        "model.kmax.transformer_blocks=[1,1,1]",
+        "model.kmax.query_dim=16",
+        "model.kmax.pixel_dim=8",
+        "model.kmax.attention_heads=2",
+        "model.kmax.ffn_dim=16",
+        "model.kmax.loss.instance_points=64",
+        "model.kmax.loss.semantic_points=64",
+        "model.kmax.loss.semantic_channels=8",
+        "model.kmax.loss.remask_stages=2",
+        "model.kmax.loss.reclass_eta=0.1",
+    ],
 }
 CASES = [
     (backbone, decoder, mode)
@@ -113,14 +129,14 @@ def test_every_table_entry_has_a_test() -> None:
 
 
 def test_unknown_meta_architecture_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="is not one of \\['maskconver', 'dr1mask'\\]"):
+    with pytest.raises(ConfigError, match="is not one of \\['maskconver', 'dr1mask', 'kmax'\\]"):
         load_config("tiny", ["model.meta_architecture=nope"])
     cfg = load_config("tiny")
     bad = ModelConfig(meta_architecture="maskconver")
     object.__setattr__(bad, "meta_architecture", "nope")  # bypass the config check
     with pytest.raises(ConfigError, match="unknown meta-architecture 'nope'; choose from"):
         build.build_model(bad, NUM_CLASSES)
-    with pytest.raises(ConfigError, match="\\['dr1mask', 'maskconver'\\]"):
+    with pytest.raises(ConfigError, match="\\['dr1mask', 'kmax', 'maskconver'\\]"):
         build.meta_architecture(bad)
     assert build.meta_architecture(cfg.model) is build.META_ARCHITECTURES["maskconver"]()
 

@@ -89,7 +89,27 @@ REMAX = [
 ]
 
 
-@pytest.mark.parametrize("extra", [[], REMAX], ids=["plain", "remax"])
+# kMaX-DeepLab with ReMaX at toy widths: Hungarian matching per rank, the criterion's heads
+KMAX = [
+    "model.meta_architecture=kmax",
+    "model.kmax.decoder_channels=[32,16,16,16]",
+    "model.kmax.axial_heads=2",
+    "model.kmax.transformer_blocks=[1,1,1]",
+    "model.kmax.query_dim=16",
+    "model.kmax.pixel_dim=8",
+    "model.kmax.attention_heads=2",
+    "model.kmax.ffn_dim=16",
+    "model.kmax.loss.instance_points=64",
+    "model.kmax.loss.semantic_points=64",
+    "model.kmax.loss.semantic_channels=8",
+    "model.kmax.loss.semantic_rates=[1,2,3]",
+    "model.kmax.loss.remask_stages=2",
+    "model.kmax.loss.reclass_eta=0.1",
+    "model.num_proposals=8",
+]
+
+
+@pytest.mark.parametrize("extra", [[], REMAX, KMAX], ids=["plain", "remax", "kmax"])
 def test_two_process_training_keeps_weights_identical(tmp_path: Path, extra: list[str]) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

@@ -37,7 +37,8 @@ OPEN_MERGE = {"object_threshold": 0.0, "min_area": 0, "overlap_threshold": 0.0}
 # a freshly initialised MaskConver has near-identical masks (one proposal wins every pixel) and
 # scores within 1e-7 of each other (ties that float rounding decides), so its embedding heads
 # get a x8 wider init and its center head x2 (score gaps of about 1e-5); DR1Mask's random
-# detections already give about ten segments per image
+# detections already give about ten segments per image; kMaX's final predictor gets x10 (its
+# mask logits start at a tenth of a unit-norm dot product: all probabilities near 0.5)
 ARCHITECTURES = {
     "maskconver": (
         "tiny",
@@ -45,6 +46,7 @@ ARCHITECTURES = {
         {"mask_embedding": 8.0, "embedding_head": 8.0, "center_head": 2.0},
     ),
     "dr1mask": ("dr1mask_small", ["model.num_proposals=12", "model.dr1mask.mask_size=14"], {}),
+    "kmax": ("kmax_tiny", ["model.num_proposals=12"], {"predictor": 10.0}),
 }
 ORT_AGREEMENT = 0.999  # fraction of equal pixels, onnxruntime vs eager torch
 ORT_AREA_SLACK = 0.001
@@ -52,8 +54,13 @@ SIZES = [(96, 128), (120, 72), (64, 64)]  # original image sizes (eval resizes t
 
 
 def _merge_overrides(meta: str) -> list[str]:
-    """The open-merge thresholds in the architecture's config sub-block."""
-    return [f"model.{meta}.merge.{key}={value}" for key, value in OPEN_MERGE.items()]
+    """The open-merge thresholds that the architecture's merge block has."""
+    merge = getattr(load_config("tiny").model, meta).merge
+    return [
+        f"model.{meta}.merge.{key}={value}"
+        for key, value in OPEN_MERGE.items()
+        if hasattr(merge, key)
+    ]
 
 
 def _setup(meta: str) -> tuple:

@@ -226,6 +226,8 @@ def test_every_preset_builds_every_piece(name: str) -> None:
     model = meta_model(name, num_classes)
     if cfg.model.meta_architecture == "dr1mask":  # FCOS classifier instead of center heads
         assert model.head.cls_logits.out_channels == num_classes
+    elif cfg.model.meta_architecture == "kmax":  # C classes + void per query
+        assert model.predictor.classifier.out_features == num_classes + 1
     else:
         assert model.center_head.classifier.out_channels == num_classes
     generator = build.build_target_generator(cfg, cats, num_classes)

@@ -2,10 +2,12 @@
 
 ``predict_samples(model, postprocessor, samples)`` runs samples that went through the eval
 transform on one ``Backend``: ``backend.predict(samples, postprocessor)`` returns one
-``PanopticPrediction`` per sample at its original size. Two backends implement it:
+``PanopticPrediction`` per sample at its original size. Four backends implement it:
 ``TorchModel`` (an ``nn.Module``: a float image batch in, raw outputs out, then the
-post-processor's eager call) and ``export.runtime.OnnxPanopticModel`` (an onnxruntime session
-whose graph already holds the merge core: the post-processor only numbers the segments).
+post-processor's eager call), ``export.runtime.OnnxPanopticModel`` (an onnxruntime session
+whose graph already holds the merge core: the post-processor only numbers the segments),
+``export.openvino.OpenVinoPanopticModel`` (the same graph as an OpenVINO IR) and
+``export.tflite.TfLitePanopticModel`` (the network in LiteRT, the merge in the post-processor).
 ``Predictor`` (the user API) and ``engine.evaluate`` both run on this module.
 """
 
@@ -63,8 +65,9 @@ class PostProcessor(Protocol):
 class Backend(Protocol):
     """What the inference core runs on.
 
-    Implemented by ``TorchModel`` (a torch module) and ``export.runtime.OnnxPanopticModel`` (an
-    onnxruntime session).
+    Implemented by ``TorchModel`` (a torch module), ``export.runtime.OnnxPanopticModel`` (an
+    onnxruntime session), ``export.openvino.OpenVinoPanopticModel`` (an OpenVINO IR) and
+    ``export.tflite.TfLitePanopticModel`` (a LiteRT interpreter).
     """
 
     def predict(

@@ -1,9 +1,11 @@
-"""MobileNetV3-Large feature extractor with torchvision's parameter names.
+"""MobileNetV3-Large and -Small feature extractors with torchvision's parameter names.
 
 The module tree mirrors torchvision's ``mobilenet_v3_large().features`` (``features.0`` stem,
 ``features.1``-``features.15`` inverted residuals with ``block.N`` children and SE ``fc1/fc2``,
-``features.16`` the 1x1 conv to 960), so its ImageNet weights load without renaming. The
-classifier is not built. 2,971,952 parameters at ``width_mult=1.0``.
+``features.16`` the 1x1 conv to 960) and ``mobilenet_v3_small().features`` (``features.1``-
+``features.11``, ``features.12`` the 1x1 conv to 576), so their ImageNet weights load without
+renaming. The classifiers are not built. 2,971,952 (Large) and 927,008 (Small) parameters at
+``width_mult=1.0``.
 """
 
 from __future__ import annotations
@@ -61,18 +63,43 @@ LARGE_BLOCKS: tuple[BlockConfig, ...] = (
 OUTPUT_FEATURE_INDICES = (3, 6, 12, 16)  # indices into ``features`` of the returned maps
 DILATED_FROM = 13  # first ``features`` index of the last stage
 
+# fmt: off
+SMALL_BLOCKS: tuple[BlockConfig, ...] = (
+    BlockConfig(16, 3, 16, 16, True, False, 2),      # features.1  -> stride 4
+    BlockConfig(16, 3, 72, 24, False, False, 2),     # features.2
+    BlockConfig(24, 3, 88, 24, False, False, 1),     # features.3  -> stride 8
+    BlockConfig(24, 5, 96, 40, True, True, 2),       # features.4
+    BlockConfig(40, 5, 240, 40, True, True, 1),      # features.5
+    BlockConfig(40, 5, 240, 40, True, True, 1),      # features.6
+    BlockConfig(40, 5, 120, 48, True, True, 1),      # features.7
+    BlockConfig(48, 5, 144, 48, True, True, 1),      # features.8  -> stride 16
+    BlockConfig(48, 5, 288, 96, True, True, 2),      # features.9  (dilated at OS 16)
+    BlockConfig(96, 5, 576, 96, True, True, 1),      # features.10
+    BlockConfig(96, 5, 576, 96, True, True, 1),      # features.11
+)
+# fmt: on
+SMALL_OUTPUT_FEATURE_INDICES = (1, 3, 8, 12)
+SMALL_DILATED_FROM = 9
 
-class MobileNetV3Large(Backbone):
-    """MobileNetV3-Large returning maps at strides 4, 8, 16, 32 (channels 24, 40, 112, 960).
 
-    With ``output_stride=16`` the last stage (``features.13``-``16``) runs at stride 1 with
-    dilation 2 (torchvision's ``dilated=True``), so the strides are ``(4, 8, 16, 16)``.
+class MobileNetV3(Backbone):
+    """A MobileNetV3 feature extractor from its class's block table (torchvision's module tree).
+
+    Subclasses declare ``blocks`` (the inverted-residual table, ``features.1`` on),
+    ``output_indices`` (indices into ``features`` of the returned maps, fine to coarse) and
+    ``dilated_from`` (the first ``features`` index of the last stage). With
+    ``output_stride=16`` that stage runs at stride 1 with dilation 2 (torchvision's
+    ``dilated=True``).
 
     Args:
         output_stride: 32 or 16.
         norm_layer: norm constructor (default BN eps 1e-3, momentum 0.01 as torchvision).
         width_mult: channel multiplier (channels rounded with ``make_divisible``).
     """
+
+    blocks: tuple[BlockConfig, ...]
+    output_indices: tuple[int, ...]
+    dilated_from: int
 
     def __init__(
         self,
@@ -82,10 +109,11 @@ class MobileNetV3Large(Backbone):
         width_mult: float = 1.0,
     ) -> None:
         super().__init__()
+        blocks, dilated_from = self.blocks, self.dilated_from
         if output_stride not in SUPPORTED_OUTPUT_STRIDES:
             raise ValueError(
-                f"MobileNetV3Large: output_stride must be one of {SUPPORTED_OUTPUT_STRIDES}, "
-                f"got {output_stride}"
+                f"{type(self).__name__}: output_stride must be one of "
+                f"{SUPPORTED_OUTPUT_STRIDES}, got {output_stride}"
             )
         if norm_layer is None:
             norm_layer = functools.partial(nn.BatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM)
@@ -109,8 +137,8 @@ class MobileNetV3Large(Backbone):
         ]
         strides_after = [2]
         dilated = output_stride == 16
-        for index, cfg in enumerate(LARGE_BLOCKS, start=1):
-            dilation = DILATION if dilated and index >= DILATED_FROM else 1
+        for index, cfg in enumerate(blocks, start=1):
+            dilation = DILATION if dilated and index >= dilated_from else 1
             stride = 1 if dilation > 1 else cfg.stride
             layers.append(
                 InvertedResidual(
@@ -126,17 +154,16 @@ class MobileNetV3Large(Backbone):
                 )
             )
             strides_after.append(strides_after[-1] * stride)
-        last_in = adjust(LARGE_BLOCKS[-1].out_ch)
+        last_in = adjust(blocks[-1].out_ch)
         last_out = LAST_CONV_EXPANSION * last_in
         layers.append(
             ConvNormAct(last_in, last_out, 1, norm_layer=norm_layer, act_layer=nn.Hardswish)
         )
         strides_after.append(strides_after[-1])
         self.features = nn.Sequential(*layers)
-        channel_of = [adjust(STEM_CHANNELS)] + [adjust(c.out_ch) for c in LARGE_BLOCKS] + [last_out]
-        self.output_indices = OUTPUT_FEATURE_INDICES
-        self.channels = tuple(channel_of[i] for i in OUTPUT_FEATURE_INDICES)
-        self.strides = tuple(strides_after[i] for i in OUTPUT_FEATURE_INDICES)
+        channel_of = [adjust(STEM_CHANNELS)] + [adjust(c.out_ch) for c in blocks] + [last_out]
+        self.channels = tuple(channel_of[i] for i in self.output_indices)
+        self.strides = tuple(strides_after[i] for i in self.output_indices)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -156,3 +183,27 @@ class MobileNetV3Large(Backbone):
             if index in self.output_indices:
                 features.append(x)
         return features
+
+
+class MobileNetV3Large(MobileNetV3):
+    """MobileNetV3-Large returning maps at strides 4, 8, 16, 32 (channels 24, 40, 112, 960).
+
+    With ``output_stride=16`` the last stage (``features.13``-``16``) is dilated, so the strides
+    are ``(4, 8, 16, 16)``. Arguments: see ``MobileNetV3``.
+    """
+
+    blocks = LARGE_BLOCKS
+    output_indices = OUTPUT_FEATURE_INDICES
+    dilated_from = DILATED_FROM
+
+
+class MobileNetV3Small(MobileNetV3):
+    """MobileNetV3-Small returning maps at strides 4, 8, 16, 32 (channels 16, 24, 48, 576).
+
+    With ``output_stride=16`` the last stage (``features.9``-``12``) is dilated, so the strides
+    are ``(4, 8, 16, 16)``. Arguments: see ``MobileNetV3``.
+    """
+
+    blocks = SMALL_BLOCKS
+    output_indices = SMALL_OUTPUT_FEATURE_INDICES
+    dilated_from = SMALL_DILATED_FROM

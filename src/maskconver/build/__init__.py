@@ -76,9 +76,16 @@ def _dr1mask() -> MetaArchitecture:
     return ENTRY
 
 
+def _kmax() -> MetaArchitecture:
+    from maskconver.meta.kmax.build import ENTRY
+
+    return ENTRY
+
+
 META_ARCHITECTURES: dict[str, Callable[[], MetaArchitecture]] = {
     "maskconver": _maskconver,
     "dr1mask": _dr1mask,
+    "kmax": _kmax,
 }
 
 

@@ -71,6 +71,12 @@ def _mobilenetv3_large(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
     return MobileNetV3Large(output_stride=cfg.output_stride, norm_layer=norm_layer)
 
 
+def _mobilenetv3_small(cfg: BackboneConfig, norm_layer: NormLayer) -> Backbone:
+    from maskconver.backbones.mobilenetv3 import MobileNetV3Small
+
+    return MobileNetV3Small(output_stride=cfg.output_stride, norm_layer=norm_layer)
+
+
 def _resnet50_trunk(cfg: BackboneConfig, norm_layer: NormLayer) -> ResNet50:
     from maskconver.backbones.resnet import ResNet50
 
@@ -104,6 +110,7 @@ BACKBONES: dict[str, Callable[[BackboneConfig, NormLayer], Backbone]] = {
     "mobilenet_mh": _mobilenet_mh,
     "mobilenetv2": _mobilenetv2,
     "mobilenetv3_large": _mobilenetv3_large,
+    "mobilenetv3_small": _mobilenetv3_small,
     "resnet50": _resnet50,
     "resnet50_unet": _resnet50_unet,
 }

@@ -65,8 +65,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--compare",
         action="store_true",
-        help="torch eager / optimised / onnxruntime fp32 / int8 against Mask2Former-R50 and "
-        "MaskFormer-R50 (the peers extra), interleaved, at --sizes",
+        help="torch eager / optimised, onnxruntime fp32 (with and without spinning) / int8, "
+        "OpenVINO fp32 / int8 and TFLite where installed, against Mask2Former-R50, "
+        "MaskFormer-R50 and EoMT ViT-S / ViT-B (the peers extra), interleaved, at --sizes; "
+        "prints the CPU model",
     )
     p.add_argument(
         "--sizes",
@@ -79,6 +81,29 @@ def register(subparsers: Any) -> None:
         "--rounds", type=positive_int, default=10, help="interleaved rounds of --compare"
     )
     p.add_argument("--no-peers", action="store_true", help="--compare without the peers")
+    p.add_argument(
+        "--also",
+        nargs="+",
+        default=[],
+        metavar="PRESET",
+        help="--compare: more presets timed beside --config (torch eager and onnxruntime fp32 "
+        "rows), e.g. --config tiny --also kmax_tiny",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="per-layer table of the exported network in onnxruntime (op, shape, MACs, time, "
+        "GFLOP/s, bound) and its roofline floor from a dense-conv rate and the memory "
+        "bandwidth measured in the same run (--size, --threads, --rounds)",
+    )
+    p.add_argument(
+        "--top", type=positive_int, default=15, help="layers listed by --profile (slowest first)"
+    )
+    p.add_argument(
+        "--spin",
+        action="store_true",
+        help="--profile with onnxruntime's intra-op spinning on (the backend's default is off)",
+    )
     p.set_defaults(func=run)
 
 
@@ -95,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if args.compare:
         return _compare(args)
+    if args.profile:
+        return _profile(args)
     try:
         report = benchmark(
             args.config,
@@ -113,10 +140,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    """``--compare``: see ``maskconver.benchmarking.peers``."""
+    """``--compare``: see ``maskconver.benchmarking.compare``."""
     import torch
 
-    from maskconver.benchmarking.peers import compare, format_report
+    from maskconver.benchmarking.compare import compare, format_report
     from maskconver.config import ConfigError
 
     if not args.no_peers:
@@ -138,9 +165,42 @@ def _compare(args: argparse.Namespace) -> int:
             num_classes=args.num_classes,
             threads=args.threads or torch.get_num_threads(),
             peers=not args.no_peers,
+            others=list(args.also),
         )
     except ConfigError as e:
         print(f"benchmark: {e}")
         return EXIT_BAD_INPUT
     print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return EXIT_OK
+
+
+def _profile(args: argparse.Namespace) -> int:
+    """``--profile``: see ``maskconver.benchmarking.profile_run``."""
+    import torch
+
+    from maskconver.benchmarking.profile_run import format_profile, profile_network
+    from maskconver.config import ConfigError, load_config
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("benchmark --profile needs onnxruntime: pip install 'maskconver[onnx]'")
+        return EXIT_BAD_INPUT
+    try:
+        cfg = load_config(args.config, args.overrides)
+        size = tuple(args.size) if args.size else (cfg.eval.input_size, cfg.eval.input_size)
+        report = profile_network(
+            args.config,
+            args.overrides,
+            size=(int(size[0]), int(size[1])),
+            threads=args.threads or torch.get_num_threads(),
+            rounds=args.rounds,
+            warmup=max(1, args.warmup),
+            num_classes=args.num_classes,
+            spinning=True if args.spin else None,
+        )
+    except ConfigError as e:
+        print(f"benchmark: {e}")
+        return EXIT_BAD_INPUT
+    print(json.dumps(report, indent=1) if args.json else format_profile(report, top=args.top))
     return EXIT_OK

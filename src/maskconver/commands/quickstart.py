@@ -2,7 +2,8 @@
 
 What it does, in order (everything lands in ``--output-dir``):
 
-1. loads the ``tiny`` preset (plus ``--set`` overrides) and trains for the preset's
+1. loads the ``tiny`` preset (or ``--config``: ``kmax_tiny``, ``dr1mask_small`` or any preset or
+   YAML file that trains on the synthetic data; plus ``--set`` overrides) and trains for its
    ``train.max_steps`` (a fixed budget, so the PQ does not depend on the machine's load, only on
    the torch thread count: a different count is a different floating-point trajectory; about
    12-14 minutes on a 2-core CPU); ``--minutes M`` instead sizes the budget so that training
@@ -50,6 +51,12 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT, help="run folder")
+    p.add_argument(
+        "--config",
+        default=PRESET,
+        help=f"preset name or YAML file to train (default: {PRESET}; kmax_tiny trains "
+        "kMaX-DeepLab, dr1mask_small DR1Mask)",
+    )
     p.add_argument(
         "--minutes",
         type=positive_float,
@@ -114,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     threads_before = torch.get_num_threads()
     try:
         cfg = plan_run(
-            load_config(PRESET, list(args.overrides)),
+            load_config(args.config, list(args.overrides)),
             args.minutes,
             explicit={text.split("=", 1)[0].strip() for text in args.overrides},
             threads=args.threads,
@@ -132,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         (out / MARKER).write_text(
             "written by `maskconver quickstart`; the next run replaces this folder\n"
         )
-        results = run_quickstart(cfg, out, progress=not args.no_progress)
+        results = run_quickstart(cfg, out, progress=not args.no_progress, preset=args.config)
     except ConfigError as e:
         return fail("quickstart", str(e))
     finally:
@@ -143,8 +150,13 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Train, evaluate (saving predictions), predict held-out scenes, plot; returns metrics."""
+def run_quickstart(
+    cfg: Any, out: Path, *, progress: bool = True, preset: str = PRESET
+) -> dict[str, Any]:
+    """Train, evaluate (saving predictions), predict held-out scenes, plot; returns metrics.
+
+    ``preset`` is only named in the messages (``cfg`` is already loaded).
+    """
     import torch
 
     from maskconver.data.coco_panoptic import CocoPanopticDataset, standard_paths
@@ -155,7 +167,7 @@ def run_quickstart(cfg: Any, out: Path, *, progress: bool = True) -> dict[str, A
     from maskconver.evaluation.pq_files import evaluate_files
 
     print(
-        f"quickstart: training the '{PRESET}' preset for {cfg.train.max_steps} steps "
+        f"quickstart: training the '{preset}' preset for {cfg.train.max_steps} steps "
         f"(batch {cfg.train.batch_size}, {cfg.augment.input_size[0]}px) into {out}"
     )
     summary = train(cfg, out, progress=progress)

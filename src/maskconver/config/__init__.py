@@ -1,8 +1,9 @@
 """Typed configuration: dataclass defaults, one YAML preset, ``--set a.b=c`` overrides.
 
 The sections, one module each: ``model`` (the shared model parts and ``ModelConfig``),
-``maskconver`` and ``dr1mask`` (each meta-architecture's sub-block: ``model.maskconver``,
-``model.dr1mask``), ``run`` (data, augment, train, eval, postprocess), ``root`` (``Config``).
+``maskconver``, ``dr1mask`` and ``kmax`` (each meta-architecture's sub-block:
+``model.maskconver``, ``model.dr1mask``, ``model.kmax``), ``run`` (data, augment, train, eval,
+postprocess), ``root`` (``Config``).
 A field's range is declared beside it (``checks``); ``loading`` reads YAML and overrides;
 ``migrate`` moves the keys of older checkpoint formats.
 
@@ -11,6 +12,7 @@ Only ``maskconver.build``, ``engine/`` and ``commands/`` read a ``Config``; modu
 
 from maskconver.config.checks import Check, ConfigError, check, checks, validate_fields
 from maskconver.config.dr1mask import DR1MaskConfig, DR1MaskMergeConfig
+from maskconver.config.kmax import KMaXConfig, KMaXLossConfig, KMaXMergeConfig
 from maskconver.config.loading import (
     PRESET_DIR,
     config_from_dict,
@@ -73,6 +75,9 @@ __all__ = [
     "DecoderConfig",
     "EvalConfig",
     "HeadConfig",
+    "KMaXConfig",
+    "KMaXLossConfig",
+    "KMaXMergeConfig",
     "LossConfig",
     "MaskConverConfig",
     "MaskConverMergeConfig",

@@ -1,8 +1,8 @@
 """The model section: the shared parts, and one sub-block per meta-architecture.
 
-``model.meta_architecture`` selects the sub-block that is used (``model.maskconver`` or
-``model.dr1mask``); the backbone, the pixel decoder, the head settings the decoders and
-DR1Mask's towers read, the class count, K and the batch-norm settings are shared.
+``model.meta_architecture`` selects the sub-block that is used (``model.maskconver``,
+``model.dr1mask`` or ``model.kmax``); the backbone, the pixel decoder, the head settings the
+decoders and DR1Mask's towers read, the class count, K and the batch-norm settings are shared.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Literal, Protocol
 
 from maskconver.config.checks import POSITIVE, check, checks, finite
 from maskconver.config.dr1mask import DR1MaskConfig
+from maskconver.config.kmax import KMaXConfig
 from maskconver.config.maskconver import MaskConverConfig
 
-MetaArchitectureName = Literal["maskconver", "dr1mask"]
+MetaArchitectureName = Literal["maskconver", "dr1mask", "kmax"]
 META_ARCHITECTURE_NAMES: tuple[str, ...] = typing.get_args(MetaArchitectureName)
 
 # K beyond this makes the per-slot tensors of one batch grow past any machine's memory
@@ -28,7 +29,13 @@ class BackboneConfig:
     """Feature extractor. ``name`` is a key of ``build.BACKBONES``."""
 
     name: Literal[
-        "tiny", "mobilenet_mh", "mobilenetv2", "mobilenetv3_large", "resnet50", "resnet50_unet"
+        "tiny",
+        "mobilenet_mh",
+        "mobilenetv2",
+        "mobilenetv3_large",
+        "mobilenetv3_small",
+        "resnet50",
+        "resnet50_unet",
     ] = "tiny"
     output_stride: int = 32  # 16 dilates the last stage (MobileNet-MH in the reference)
     weights: str | None = None  # torchvision-named weight file (.pth or .safetensors)
@@ -109,8 +116,8 @@ class ModelConfig:
 
     ``meta_architecture`` is a key of ``build.META_ARCHITECTURES``: it picks the model and the
     target generator, criterion and post-processor that go with it, and the sub-block of the
-    same name (``maskconver`` or ``dr1mask``) that configures them; the other sub-block is
-    neither read nor checked.
+    same name (``maskconver``, ``dr1mask`` or ``kmax``) that configures them; the other
+    sub-blocks are neither read nor checked.
     """
 
     meta_architecture: MetaArchitectureName = "maskconver"
@@ -133,6 +140,7 @@ class ModelConfig:
     bn_eps: float = field(default=1e-3, metadata=check(lambda v: finite(v) and v > 0, "> 0"))
     maskconver: MaskConverConfig = field(default_factory=MaskConverConfig)
     dr1mask: DR1MaskConfig = field(default_factory=DR1MaskConfig)
+    kmax: KMaXConfig = field(default_factory=KMaXConfig)
 
     def unused_blocks(self) -> list[str]:
         """Dotted keys of the meta-architecture sub-blocks that ``meta_architecture`` leaves out."""

@@ -2,7 +2,7 @@
 
 The *network config* (``network_config``; the set is documented in ``engine/checkpoint.py``) is
 the ``model`` section without ``NOT_THE_NETWORK`` (the keys a resumed run may change:
-MaskConver's targets, loss and merge, DR1Mask's merge, ``model.backbone.weights``)
+MaskConver's targets, loss and merge, DR1Mask's and kMaX's merges, ``model.backbone.weights``)
 and without the unselected meta-architecture's sub-block. The weights files record it in their
 safetensors metadata: ``FINGERPRINT_KEY`` holds the sha256 of its canonical JSON (sorted keys, no
 spaces), ``NETWORK_CONFIG_KEY`` that JSON, so a mismatch can name the differing keys. Only keys
@@ -33,6 +33,7 @@ NOT_THE_NETWORK = (
     "model.maskconver.loss.",
     "model.maskconver.merge.",
     "model.dr1mask.merge.",  # mode, box crop and thresholds: post-processing, not weights
+    "model.kmax.merge.",
 )
 BACKBONE_WEIGHTS_KEY = "model.backbone.weights"
 
