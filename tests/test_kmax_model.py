@@ -212,7 +212,8 @@ def test_remax_changes_nothing_at_inference(tmp_path: Path) -> None:
     remax = ["model.kmax.loss.remask_stages=2", "model.kmax.loss.reclass_eta=0.1"]
     cats = synthetic_categories()
     models, criteria, configs = {}, {}, {}
-    for name, extra in (("plain", []), ("remax", remax)):
+    plain = ["model.kmax.loss.remask_stages=0", "model.kmax.loss.reclass_eta=0"]
+    for name, extra in (("plain", plain), ("remax", remax)):
         configs[name] = load_config("kmax_tiny", [*TINY, *extra])
         torch.manual_seed(0)
         models[name] = build.build_model(configs[name].model, cats.num_classes).eval()
