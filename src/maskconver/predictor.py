@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,18 +107,15 @@ class Predictor:
         )
 
     @classmethod
-    def from_onnx(cls, path: str | Path, *, threads: int | None = None) -> Predictor:
-        """Load an exported ``.onnx`` (``maskconver export``): it alone is enough to predict.
+    def _from_exported(cls, model: Any) -> Predictor:
+        """A ``Predictor`` on an exported model's backend, configured from its metadata.
 
-        Args:
-            path: the ``.onnx`` file (its metadata holds the config and categories).
-            threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        ``model.metadata`` holds the config and categories; a fixed-size export gets its own
+        resize-and-pad (``ResizePadTo``), a dynamic one the config's eval transform.
         """
         from maskconver.build import build_eval_transforms, build_postprocessor
         from maskconver.data.transforms import ResizePadTo
-        from maskconver.export.runtime import OnnxPanopticModel
 
-        model = OnnxPanopticModel(path, threads=threads)
         meta = model.metadata
         transform: Callable[[PanopticSample], PanopticSample] = (
             build_eval_transforms(meta.config)
@@ -131,6 +129,19 @@ class Predictor:
             postprocessor=build_postprocessor(meta.config, meta.categories, meta.num_classes),
             transform=transform,
         )
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, *, threads: int | None = None) -> Predictor:
+        """Load an exported ``.onnx`` (``maskconver export``): it alone is enough to predict.
+
+        Args:
+            path: the ``.onnx`` file (its metadata holds the config and categories).
+            threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        """
+        from maskconver.export.runtime import OnnxPanopticModel
+
+        model = OnnxPanopticModel(path, threads=threads)
+        return cls._from_exported(model)
 
     @classmethod
     def from_openvino(
@@ -144,24 +155,10 @@ class Predictor:
             threads: OpenVINO CPU threads (None: OpenVINO's default).
             precision: float ops in ``"f32"`` (matches torch) or ``"bf16"``.
         """
-        from maskconver.build import build_eval_transforms, build_postprocessor
-        from maskconver.data.transforms import ResizePadTo
         from maskconver.export.openvino import OpenVinoPanopticModel
 
         model = OpenVinoPanopticModel(path, threads=threads, precision=precision)
-        meta = model.metadata
-        transform: Callable[[PanopticSample], PanopticSample] = (
-            build_eval_transforms(meta.config)
-            if meta.input_size is None
-            else ResizePadTo(*meta.input_size)
-        )
-        return cls(
-            model,
-            cfg=meta.config,
-            categories=meta.categories,
-            postprocessor=build_postprocessor(meta.config, meta.categories, meta.num_classes),
-            transform=transform,
-        )
+        return cls._from_exported(model)
 
     @classmethod
     def from_tflite(cls, path: str | Path, *, threads: int | None = None) -> Predictor:
@@ -171,24 +168,10 @@ class Predictor:
             path: the ``.tflite`` file (its metadata holds the config and categories).
             threads: LiteRT interpreter threads (None: LiteRT's default).
         """
-        from maskconver.build import build_eval_transforms, build_postprocessor
-        from maskconver.data.transforms import ResizePadTo
         from maskconver.export.tflite import TfLitePanopticModel
 
         model = TfLitePanopticModel(path, threads=threads)
-        meta = model.metadata
-        transform: Callable[[PanopticSample], PanopticSample] = (
-            build_eval_transforms(meta.config)
-            if meta.input_size is None
-            else ResizePadTo(*meta.input_size)
-        )
-        return cls(
-            model,
-            cfg=meta.config,
-            categories=meta.categories,
-            postprocessor=build_postprocessor(meta.config, meta.categories, meta.num_classes),
-            transform=transform,
-        )
+        return cls._from_exported(model)
 
     def prepare(self, image: ImageInput) -> PanopticSample:
         """Read/convert one image and apply the eval transform (resize longest side + pad)."""

@@ -117,6 +117,29 @@ def _count(mask: Tensor) -> Tensor:
     return mask.flatten(1).sum(1)
 
 
+def valid_prefix(
+    proposals: SortedProposals, rows: Tensor, *, eager: bool
+) -> tuple[SortedProposals, Tensor]:
+    """The sorted proposals up to the last valid one, and their ``rows`` (``[K, ...]``) in order.
+
+    The rest score 0 and can never own a pixel, so merging the prefix is exactly merging all K.
+    A zero-scored invalid proposal sorted before a valid one (only with ``object_threshold <
+    0``) stays, as it wins where all products are 0. Eager mode cuts the proposals too (only
+    the prefix's rows are copied); a trace keeps all K proposals (static shapes) and at least
+    one row (the count is dynamic there).
+
+    Returns:
+        ``(proposals, ordered_rows)``.
+    """
+    position = torch.arange(1, proposals.valid.shape[0] + 1, device=proposals.valid.device)
+    count = torch.where(proposals.valid, position, torch.zeros_like(position)).max(0)[0]
+    if eager:
+        kept = int(count)
+        proposals = SortedProposals(*(t[:kept] for t in proposals))
+        return proposals, rows[proposals.order]
+    return proposals, rows[proposals.order][: count.clamp(min=1)]
+
+
 def tracing() -> bool:
     """Inside ``torch.jit.trace`` / ONNX export (only traceable ops), not eager."""
     return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())

@@ -36,10 +36,10 @@ from maskconver.postprocess.canvas import canvas_of, chunk_for
 from maskconver.postprocess.merge import (
     DEFAULT_CHUNK,
     MergeCore,
-    SortedProposals,
     merge_proposals,
     sort_proposals,
     tracing,
+    valid_prefix,
 )
 from maskconver.postprocess.segments import (
     UNUSED_CLASS,
@@ -200,18 +200,10 @@ class KMaXPostProcessor:
         valid = valid_pixels(probs, input_size, valid_size)
         scores, classes = query_scores(class_logits, probs, valid)
         proposals = sort_proposals(scores, classes, self.class_usable, self.object_threshold)
-        position = torch.arange(1, proposals.valid.shape[0] + 1, device=scores.device)
-        count = torch.where(proposals.valid, position, torch.zeros_like(position)).max(0)[0]
+        proposals, ordered = valid_prefix(proposals, probs, eager=eager)
         ch, cw = canvas_of(input_size, valid_size, output_size)
         oh, ow = output_size
-        if eager:
-            kept = int(count)
-            proposals = SortedProposals(*(t[:kept] for t in proposals))
-            ordered = probs[proposals.order]
-            chunk = chunk_for(self.chunk, (int(oh), int(ow)))
-        else:
-            ordered = probs[proposals.order][: count.clamp(min=1)]
-            chunk = max(1, int(probs.shape[0]))
+        chunk = chunk_for(self.chunk, (int(oh), int(ow))) if eager else max(1, int(probs.shape[0]))
 
         def probabilities(start: int, stop: int) -> Tensor:
             up = F.interpolate(

@@ -43,10 +43,10 @@ from maskconver.postprocess.canvas import rescale_logits as rescale_logits  # th
 from maskconver.postprocess.merge import (
     DEFAULT_CHUNK,
     MergeCore,
-    SortedProposals,
     merge_proposals,
     sort_proposals,
     tracing,
+    valid_prefix,
 )
 from maskconver.postprocess.merge_fast import merge_proposals_fast
 from maskconver.postprocess.segments import (
@@ -261,23 +261,20 @@ class PanopticPostProcessor:
         proposals = sort_proposals(
             scores.float(), classes, self.class_usable, self.object_threshold
         )
-        # prefix up to the last valid proposal: a zero-scored invalid proposal sorted before a
-        # valid one (only with object_threshold < 0) stays, as it wins where all products are 0
-        position = torch.arange(1, proposals.valid.shape[0] + 1, device=scores.device)
-        count = torch.where(proposals.valid, position, torch.zeros_like(position)).max(0)[0]
+        all_sorted = proposals
+        proposals, ordered = valid_prefix(proposals, mask_logits, eager=eager)
+        ordered = ordered.float()
         ch, cw = canvas_of(input_size, valid_size, output_size)
         oh, ow = output_size
-        if eager:
-            kept = int(count)
-            proposals = SortedProposals(*(t[:kept] for t in proposals))
-            ordered = mask_logits[proposals.order].float()  # only the kept prefix is copied
-            chunk = chunk_for(self.chunk, (int(oh), int(ow)))
-        else:
-            ordered = mask_logits.float()[proposals.order][: count.clamp(min=1)]
-            chunk = max(1, int(mask_logits.shape[0]))  # one chunk: the count is dynamic
+        # eager: bounded-memory chunks; a trace: one chunk (the count is dynamic)
+        chunk = (
+            chunk_for(self.chunk, (int(oh), int(ow)))
+            if eager
+            else max(1, int(mask_logits.shape[0]))
+        )
         if self.algorithm == "fast":  # a trace keeps all K: their count stays static
             return merge_proposals_fast(
-                ordered if eager else mask_logits.float()[proposals.order],
+                ordered if eager else mask_logits.float()[all_sorted.order],
                 proposals,
                 (ch, cw),
                 (oh, ow),
