@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 
 from maskconver.backbones.base import Backbone
@@ -124,7 +125,8 @@ def build_criterion(cfg: Config, num_classes: int) -> nn.Module:
 
     m = cfg.model
     loss = m.kmax.loss
-    backbone = build_backbone(m)
+    with torch.device("meta"):  # only its declared channels and strides are read: no weights
+        backbone = build_backbone(m)
     return KMaXCriterion(
         num_classes=num_classes,
         stage_channels=_stage_channels(m, backbone),
