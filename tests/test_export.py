@@ -236,6 +236,34 @@ def test_int8_exports_run_and_score(trained: Path, tmp_path: Path) -> None:
         assert result.panoptic.shape == _images(1)[0].shape[:2]
 
 
+def test_static_int8_quantizes_the_network_only(trained: Path, tmp_path: Path) -> None:
+    """Static int8 quantizes inside ``/model/`` (its additions too); the merge stays float."""
+    import onnx
+
+    from maskconver.commands.export import calibration_inputs
+    from maskconver.export.scope import merge_node_names
+
+    float_path, out = tmp_path / "m.onnx", tmp_path / "m8.onnx"
+    export_onnx(trained, float_path)
+    quantize_onnx(float_path, out, mode="static", calibration=calibration_inputs(float_path, None))
+    source, quantized = onnx.load(str(float_path)), onnx.load(str(out))
+    producers = {o: n for n in quantized.graph.node for o in n.output}
+
+    def from_dequantize(node: onnx.NodeProto) -> bool:
+        return any(
+            i in producers and producers[i].op_type == "DequantizeLinear" for i in node.input
+        )
+
+    ops = {n.name: n.op_type for n in source.graph.node}
+    merge_matmuls = [n for n in merge_node_names(source) if ops[n] == "MatMul"]
+    assert merge_matmuls  # the fast merge's one-hot gathers
+    kept = {n.name: n for n in quantized.graph.node}
+    for name in merge_matmuls:  # still float MatMuls on float inputs
+        assert kept[name].op_type == "MatMul" and not from_dequantize(kept[name])
+    adds = [n for n in quantized.graph.node if n.op_type == "Add" and n.name.startswith("/model/")]
+    assert adds and all(from_dequantize(n) for n in adds)  # additions run between Q/DQ pairs
+
+
 def test_remax_training_changes_nothing_in_the_export(trained: Path, tmp_path: Path) -> None:
     """The exported graphs with and without ReMaX have the same weights, inputs and outputs."""
     import onnx

@@ -5,8 +5,11 @@
 resolved config and the format of its layout, categories, class count, input layout,
 quantization) and writes the file atomically. ``quantize_onnx`` makes an int8 copy with
 onnxruntime's quantizer: ``dynamic`` (weights int8, activations quantized at run time) or
-``static`` (QDQ, per-channel weights, activation ranges calibrated on images). Only
-convolutions and matrix products are quantized; the merge (sort, argmax, counts) stays in float.
+``static`` (QDQ, per-channel weights, activation ranges calibrated on images). Dynamic mode
+quantizes convolutions and matrix products; static mode every operator type onnxruntime can
+inside the network (with convolutions alone, the quantize / dequantize pairs around the float
+activations, additions and resizes between them cost more than the int8 convolutions save:
+``benchmarks/ort_int8.py``). The peaks and the merge (``export.scope``) stay in float.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from maskconver.config import (
 )
 from maskconver.data.types import CategorySet
 from maskconver.export.graph import INPUT_NAMES, ExportError, ExportGraph
+from maskconver.export.scope import merge_node_names, outside_network
 
 # 2: the config in the checkpoint-format-3 layout, its layout named by the ``config_format`` key
 # (format 1 files hold a format-1 or format-2 config, migrated on read)
 EXPORT_FORMAT = 2
 OPSET = 17
 METADATA_PREFIX = "maskconver."
-QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]  # what dynamic int8 quantizes
 
 
 @dataclass
@@ -283,7 +287,11 @@ def quantize_onnx(
     try:
         if mode == "dynamic":
             quantize_dynamic(
-                str(source), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS
+                str(source),
+                tmp,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=QUANTIZED_OPS,
+                nodes_to_exclude=merge_node_names(onnx.load(str(source))),
             )
         else:
             if not calibration:
@@ -309,7 +317,8 @@ def quantize_onnx(
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                op_types_to_quantize=QUANTIZED_OPS,
+                op_types_to_quantize=None,  # every type it can: no float islands in between
+                nodes_to_exclude=outside_network(onnx.load(str(source))),
             )
         quantized = onnx.load(tmp)
     finally:

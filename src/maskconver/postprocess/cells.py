@@ -163,9 +163,14 @@ def sampled_peaks(
         first = lo[index]
         picked.append((first, next_index(size, logits.device)[first], frac[index]))
     (rows, rows1, fy), (cols, cols1, fx) = picked
-    upper, lower = logits.index_select(1, rows), logits.index_select(1, rows1)
-    top = lerp(upper.index_select(2, cols), upper.index_select(2, cols1), fx)
-    bottom = lerp(lower.index_select(2, cols), lower.index_select(2, cols1), fx)
+    # two gathers: rows then columns, each with both corners' indices side by side
+    count_y, count_x = rows.shape[0], cols.shape[0]
+    corners = select_columns(
+        logits.index_select(1, torch.cat([rows, rows1])), torch.cat([cols, cols1])
+    )  # [m, 2 h, 2 w]: (upper, lower) x (left, right)
+    upper, lower = corners[:, :count_y], corners[:, count_y:]
+    top = lerp(upper[:, :, :count_x], upper[:, :, count_x:], fx)
+    bottom = lerp(lower[:, :, :count_x], lower[:, :, count_x:], fx)
     return lerp(top, bottom, fy[:, None]).flatten(1).amax(1)
 
 
@@ -173,3 +178,43 @@ def cell_pixels(lo: Tensor, size_in: Any) -> Tensor:
     """``[size_in]`` float: how many output pixels read each source cell (their ``lo``)."""
     cells = torch.arange(size_in, device=lo.device)
     return (lo[:, None] == cells[None, :]).to(torch.float32).sum(0)
+
+
+def select_columns(maps: Tensor, index: Tensor) -> Tensor:
+    """``maps.index_select(-1, index)`` as a MatMul with a one-hot matrix (exact, finite maps).
+
+    onnxruntime gathers along the innermost axis element by element (several times slower than
+    this product); in eager torch ``index_select`` is the faster of the two and is used.
+
+    Args:
+        maps: ``[..., w]`` finite values.
+        index: ``[n]`` int64 in ``[0, w)``.
+
+    Returns:
+        ``[..., n]``.
+    """
+    if not tracing():
+        return maps.index_select(-1, index)
+    source = torch.arange(size_of(maps, maps.dim() - 1), device=maps.device)
+    onehot = (source[:, None] == index[None, :]).to(maps.dtype)  # [w, n]
+    return maps @ onehot
+
+
+def counts_per_cell(onehot: Tensor, rows: Tensor, cols: Tensor, size: tuple[Any, Any]) -> Tensor:
+    """How many canvas pixels of each bilinear cell are set, per map: ``[q, h, w]``.
+
+    Two MatMuls with the cells' one-hot membership matrices (columns ``[W, w]``, then rows
+    ``[h, H]``): exact, as float32 holds the integer counts, and several times faster in
+    onnxruntime than a scatter-add per canvas pixel or running sums along a row.
+
+    Args:
+        onehot: ``[q, H, W]`` float 0 / 1.
+        rows: ``[H]`` int64 cell row of each canvas row (``bilinear_axis``).
+        cols: ``[W]`` int64 cell column of each canvas column.
+        size: ``(h, w)`` of the mask map.
+    """
+    cell_rows = torch.arange(size[0], device=rows.device)
+    cell_cols = torch.arange(size[1], device=cols.device)
+    in_col = (cols[:, None] == cell_cols[None, :]).to(onehot.dtype)  # [W, w]
+    in_row = (cell_rows[:, None] == rows[None, :]).to(onehot.dtype)  # [h, H]
+    return in_row @ (onehot @ in_col)

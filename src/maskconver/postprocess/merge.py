@@ -256,12 +256,13 @@ def merge_proposals(
 
 
 def finish_merge(
-    winner: Tensor,
+    winner: Tensor | None,
     winner_prob: Tensor | None,
     own_area: Tensor,
     proposals: SortedProposals,
     *,
     won_area: Tensor | None = None,
+    owner_of: Callable[[Tensor], Tensor] | None = None,
     mode: MergeMode,
     overlap_threshold: float,
     min_area: int,
@@ -277,6 +278,9 @@ def finish_merge(
             ``prob >= mask_threshold`` (maskformer) of each sorted proposal.
         proposals: the output of ``sort_proposals`` (``K`` rows).
         won_area: ``[K]`` int64 pixels each proposal wins, when the caller counted them.
+        owner_of: reference mode, instead of ``winner`` (None): ``keep [K]`` -> the owner map
+            ``[H, W]`` (the caller builds it from the keep decisions directly; needs
+            ``won_area``).
         mode: ``"reference"`` or ``"maskformer"``.
         overlap_threshold: see the module docstring.
         min_area: reference mode: keep iff won area > ``min_area``.
@@ -289,6 +293,8 @@ def finish_merge(
     num = scores.shape[0]
     eager = not tracing()
     if won_area is None:
+        if winner is None:
+            raise ValueError("finish_merge needs the winner map or the won areas")
         won_area = bin_count(winner, None, num)
     if mode == "reference":
         keep = (
@@ -297,9 +303,16 @@ def finish_merge(
             & (own_area > 0)
             & (won_area.to(scores.dtype) > overlap_threshold * own_area.to(scores.dtype))
         )
-        in_segment = keep[winner]
         segment_area = won_area  # a kept proposal owns all its won pixels
+        areas = torch.where(keep, segment_area, torch.zeros_like(segment_area))
+        if owner_of is not None:
+            return MergeCore(owner_of(keep), keep, proposals.classes, scores, areas)
+        if winner is None:
+            raise ValueError("finish_merge needs the winner map or owner_of")
+        in_segment = keep[winner]
     else:
+        if winner is None:
+            raise ValueError("the maskformer merge needs the winner map")
         if winner_prob is None:
             raise ValueError("the maskformer merge needs the winners' probabilities")
         confident = winner_prob >= mask_threshold
@@ -307,7 +320,7 @@ def finish_merge(
         ratio = won_area.to(scores.dtype) / own_area.clamp(min=1).to(scores.dtype)
         keep = valid & (segment_area > 0) & (own_area > 0) & (ratio >= overlap_threshold)
         in_segment = keep[winner] & confident
-    areas = torch.where(keep, segment_area, torch.zeros_like(segment_area))  # no second count
+        areas = torch.where(keep, segment_area, torch.zeros_like(segment_area))  # no 2nd count
     if eager:
         owner = winner.masked_fill_(~in_segment, -1)  # winner is not needed any more
     else:

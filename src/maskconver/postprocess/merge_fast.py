@@ -38,9 +38,11 @@ from maskconver.postprocess.cells import (
     bilinear_axis,
     cell_pixels,
     corner_offsets,
+    counts_per_cell,
     coverage,
     lerp,
     sampled_peaks,
+    select_columns,
     size_of,
 )
 from maskconver.postprocess.merge import (
@@ -84,6 +86,66 @@ def leaders(value: Tensor, count: int) -> Tensor:
         if len(found) < count:
             rest = rest.scatter(0, index[None], -math.inf)
     return torch.stack(found)
+
+
+def best_of(val: Tensor, prob: Tensor, *, want_prob: bool) -> tuple[Tensor, Tensor | None]:
+    """The slot with the largest ``val`` per pixel and, if wanted, its ``prob``.
+
+    The first maximum wins; slots hold ascending proposal ids, so ties go to the better-scored
+    proposal, as in the exact merge's argmax. A trace uses one ArgMax over the slots (one graph
+    node); eager torch compares slot by slot (its argmax over a leading dimension is several
+    times slower on CPUs).
+
+    Args:
+        val: ``[q, t, W]`` ``prob x score`` of each slot's proposal.
+        prob: ``[q, t, W]`` its probability.
+        want_prob: return the winner's probability too (the maskformer merge).
+
+    Returns:
+        ``[t, W]`` int64 slot and ``[t, W]`` probability (or None).
+    """
+    if tracing():
+        slot = val.argmax(0)
+        return slot, prob.gather(0, slot[None])[0] if want_prob else None
+    best, slot, best_prob = val[0], torch.zeros_like(val[0], dtype=torch.long), prob[0]
+    for q in range(1, int(val.shape[0])):  # strictly greater replaces: ties stay lower
+        better = val[q] > best
+        best = torch.where(better, val[q], best)
+        slot = slot.masked_fill(better, q)
+        if want_prob:
+            best_prob = torch.where(better, prob[q], best_prob)
+    return slot, best_prob if want_prob else None
+
+
+def won_areas(
+    winner: Tensor | None,
+    best_slot: Tensor,
+    candidates: Tensor,
+    cells: tuple[Tensor, Tensor],
+    num: int,
+) -> Tensor:
+    """``[num]`` int64 canvas pixels each proposal wins.
+
+    Eager: one ``bincount`` of the owner map. A trace counts each cell's pixels per candidate
+    slot (``counts_per_cell``) and adds them to the slots' proposals: a scatter of ``q x h x w``
+    counts instead of one per canvas pixel, which onnxruntime adds one at a time.
+
+    Args:
+        winner: ``[H, W]`` int64 owner map (eager; a trace may pass None).
+        best_slot: ``[H, W]`` int64 winning slot of each pixel (traced: the whole canvas).
+        candidates: ``[q, h, w]`` int64 proposals of each cell's slots.
+        cells: ``(rows [H], cols [W])`` cell of each canvas row / column.
+        num: K.
+    """
+    if winner is not None and not tracing():
+        return bin_count(winner, None, num)
+    rows, cols = cells
+    slots = torch.arange(candidates.shape[0], device=best_slot.device)
+    onehot = (best_slot[None] == slots[:, None, None]).to(torch.float32)  # [q, H, W]
+    size = size_of(candidates, 1), size_of(candidates, 2)
+    counts = counts_per_cell(onehot, rows, cols, size).round().long()  # [q, h, w]
+    zeros = torch.zeros(num, dtype=torch.int64, device=best_slot.device)
+    return zeros.scatter_add(0, candidates.flatten(), counts.flatten())
 
 
 def cell_candidates(
@@ -175,8 +237,11 @@ def recount_borderline(
     counts = []
     for part in parts:
         up = F.interpolate(logits[part][None], size=canvas, mode="bilinear", align_corners=False)
-        inside = above(probability(up[0, :, : output[0], : output[1]]))
-        counts.append(inside.flatten(1).sum(1))
+        inside = above(probability(up))[:, :, : output[0], : output[1]].flatten(2)[0]
+        if tracing():  # a float ReduceSum: onnxruntime's int64 one is several times slower
+            counts.append(inside.to(torch.float32).sum(1).round().long())
+        else:
+            counts.append(inside.sum(1))
     return own.scatter(0, chosen, torch.cat(counts))
 
 
@@ -231,37 +296,33 @@ def merge_proposals_fast(
     value = probability(logits) * scores[:, None, None]
     offsets = corner_offsets(h, w, device)
     candidates = cell_candidates(logits, value, scores, probability, offsets)  # [q, h, w]
-    slots = int(candidates.shape[0])
     corner_logits = at_corners(logits, candidates, offsets)  # [4 r, q, h, w]
     rows, row_frac = bilinear_axis(h, canvas[0], output[0], device)
     cols, col_frac = bilinear_axis(w, canvas[1], output[1], device)
     # along x at mask rows, then rows per tile: [4 r, q, h, w] -> [q, h, W] top and bottom
-    along_x = corner_logits.index_select(-1, cols)
+    along_x = select_columns(corner_logits, cols)
     top = lerp(along_x[0], along_x[1], col_frac)
     bottom = lerp(along_x[2], along_x[3], col_frac)
-    cell_scores = proposals.scores.to(torch.float32)[candidates].index_select(-1, cols)
+    cell_scores = select_columns(proposals.scores.to(torch.float32)[candidates], cols)
     out_h = int(output[0]) if eager else 0
     tile = max(1, MAX_TILE_VALUES // (TILE_MAPS * int(cols.shape[0]))) if eager else 0
-    winners, winner_probs = [], []
+    winners, winner_probs, slot_maps = [], [], []
     for start in range(0, out_h, tile) if eager else [0]:
         part = slice(start, start + tile) if eager else slice(None)
         tile_rows, tile_frac = rows[part], row_frac[part]
         upper, lower = top.index_select(1, tile_rows), bottom.index_select(1, tile_rows)
         prob = probability(lerp(upper, lower, tile_frac[None, :, None]))  # [q, t, W]
         val = prob * cell_scores.index_select(1, tile_rows)
-        best, best_slot, best_prob = val[0], torch.zeros_like(val[0]), prob[0]
-        for q in range(1, slots):  # ascending ids: strictly greater replaces, ties stay lower
-            better = val[q] > best
-            best = torch.where(better, val[q], best)
-            best_slot = torch.where(better, torch.full_like(best_slot, q), best_slot)
-            if mode == "maskformer":
-                best_prob = torch.where(better, prob[q], best_prob)
+        best_slot, best_prob = best_of(val, prob, want_prob=mode == "maskformer")
         cell = tile_rows[:, None] * w + cols[None, :]  # [t, W] flat cell of each pixel
-        flat = best_slot.long() * (h * w) + cell
-        winners.append(candidates.reshape(-1)[flat])
-        if mode == "maskformer":
+        flat = best_slot * (h * w) + cell  # [t, W] (slot, cell) of each pixel, flat
+        slot_maps.append((best_slot, flat))
+        if eager or mode == "maskformer":
+            winners.append(candidates.reshape(-1)[flat])
+        if best_prob is not None:
             winner_probs.append(best_prob)
-    winner = winners[0] if len(winners) == 1 else torch.cat(winners)
+    # traced, reference mode: no owner map before the keep decisions (``owner_by_slot``)
+    winner = None if not winners else winners[0] if len(winners) == 1 else torch.cat(winners)
     winner_prob = None
     if mode == "maskformer":
         winner_prob = winner_probs[0] if len(winner_probs) == 1 else torch.cat(winner_probs)
@@ -269,12 +330,13 @@ def merge_proposals_fast(
     fraction = coverage(logits, logit_threshold(level))  # [m, h, w]
     row_pixels = cell_pixels(rows, h)
     col_pixels = cell_pixels(cols, w)
-    own = ((fraction @ col_pixels) @ row_pixels).round().long()
+    pixels = (row_pixels[:, None] * col_pixels[None, :]).reshape(-1, 1)  # [h w, 1]
+    own = (fraction.flatten(1) @ pixels)[:, 0].round().long()
     peaks = sampled_peaks(logits, ((rows, row_frac), (cols, col_frac)), canvas)
     threshold = logit_threshold(level)
     owns = peaks > threshold if mode == "reference" else peaks >= threshold
     own = torch.where(owns, own.clamp(min=1), torch.zeros_like(own))
-    won_area = bin_count(winner, None, num)
+    won_area = won_areas(winner, slot_maps[0][0], candidates, (rows, cols), num)
     enough = won_area[: own.shape[0]] > (min_area if mode == "reference" else 0)
     own = recount_borderline(
         own,
@@ -288,12 +350,20 @@ def merge_proposals_fast(
         usable=proposals.valid[: own.shape[0]] & enough,
     )
     own_area = fill_to(own, num)
+    owner_of = None
+    if winner is None:  # traced reference mode: one gather of the kept candidates per pixel
+
+        def owner_of(keep: Tensor) -> Tensor:
+            kept = torch.where(keep[candidates], candidates, torch.full_like(candidates, -1))
+            return kept.reshape(-1)[slot_maps[0][1]]
+
     return finish_merge(
         winner,
         winner_prob,
         own_area,
         proposals,
         won_area=won_area,
+        owner_of=owner_of,
         mode=mode,
         overlap_threshold=overlap_threshold,
         min_area=min_area,
