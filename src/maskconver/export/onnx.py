@@ -9,7 +9,7 @@ onnxruntime's quantizer: ``dynamic`` (weights int8, activations quantized at run
 quantizes convolutions and matrix products; static mode every operator type onnxruntime can
 inside the network (with convolutions alone, the quantize / dequantize pairs around the float
 activations, additions and resizes between them cost more than the int8 convolutions save:
-``benchmarks/ort_int8.py``). The peaks and the merge (``export.scope``) stay in float.
+``benchmarks/ort_int8.py``). The merge (``export.scope``) stays in float.
 """
 
 from __future__ import annotations
