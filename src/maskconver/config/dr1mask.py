@@ -41,9 +41,12 @@ class DR1MaskMergeConfig:
 
     mode: Literal["argmax", "paste"] = "argmax"  # unified argmax, or Panoptic-FPN-style paste
     box_crop: bool = False  # argmax: an instance channel only competes inside its box
+    # detections scoring below this are dropped
     object_threshold: float = field(default=0.01, metadata=FINITE)
+    # a detection is kept iff its won area / own area exceeds this
     overlap_threshold: float = field(default=0.7, metadata=FINITE)
     min_area: int = field(default=256, metadata=NON_NEGATIVE_INT)  # pixels on the output canvas
+    # mask probability that counts a pixel as a detection's own
     mask_threshold: float = field(default=0.5, metadata=FINITE)
 
 
@@ -56,13 +59,25 @@ class DR1MaskConfig:
     instance slots in training).
     """
 
+    # what the model is trained and evaluated for: panoptic (COCO panoptic data, PQ) or
+    # instance segmentation (COCO instance JSON, mask AP; docs/dr1mask.md section 7)
+    task: Literal["panoptic", "instance"] = "panoptic"
+    # instance prediction module (paper 3.2.3, Table 4): vector embedding (D values per
+    # instance), factored attention (K x D projection + K x rank factors) or BlendMask's full
+    # K x R x R attention; the top layer's embedding width follows from it
+    instance_module: Literal["vector", "factored", "full"] = "vector"
+    attention_bases: int = field(default=4, metadata=AT_LEAST_ONE)  # K (BlendMask: 4)
+    attention_size: int = field(default=14, metadata=AT_LEAST_ONE)  # R (BlendMask: 14)
+    attention_rank: int = field(default=4, metadata=AT_LEAST_ONE)  # factored: rank (lost)
     # network (paper section 3.2)
     tower_convs: int = field(default=4, metadata=AT_LEAST_ONE)  # FCOS class / box towers
+    # normalisation of the FCOS towers (group norm or batch norm)
     tower_norm: Literal["gn", "bn"] = "gn"
-    gn_groups: int = 32
+    gn_groups: int = 32  # groups of the towers' group norm
     # D: DR1Basis width = embedding size (Table 6: 64 for panoptic)
     basis_width: int = field(default=64, metadata=AT_LEAST_ONE)
     factors: Literal["both", "in", "out", "none"] = "both"  # DR1 factors from the top layer
+    # DR1 factor parametrisation: 1 + x or 2 sigmoid(x)
     factor_param: Literal["one_plus", "two_sigmoid"] = "one_plus"
     aligned: bool = True  # aligned x2 + crop in DR1Basis (Table 5)
     # top-layer kernel (lost in the paper; BlendMask's top layer is 3x3)
@@ -73,18 +88,25 @@ class DR1MaskConfig:
             check(lambda v: v % 2 == 1, "odd", message="{key} must be odd, got {value}"),
         ),
     )
+    # classification bias init: -log((1 - p) / p)
     prior_prob: float = field(default=0.01, metadata=_bounded(lambda v: 0 < v < 1))
     # FCOS assignment and mask targets
     sizes_of_interest: list[float] = field(default_factory=lambda: [64, 128, 256, 512])
+    # FCOS centre sampling radius (in strides)
     center_radius: float = field(default=1.5, metadata=_bounded(lambda v: finite(v) and v >= 0))
     mask_size: int = field(default=56, metadata=AT_LEAST_ONE)  # RoIAlign crops of F and targets
     target_stride: int = 4  # unified CE at this stride (a divisor of the basis stride)
     # losses
     focal_alpha: float = field(default=0.25, metadata=_bounded(lambda v: 0 <= v <= 1))
+    # classification focal loss: gamma
     focal_gamma: float = field(default=2.0, metadata=_bounded(lambda v: finite(v) and v >= 0))
+    # weight of the classification loss
     cls_weight: float = field(default=1.0, metadata=NON_NEGATIVE_WEIGHT)
+    # weight of the GIoU box loss
     box_weight: float = field(default=1.0, metadata=NON_NEGATIVE_WEIGHT)
+    # weight of the centerness loss
     centerness_weight: float = field(default=1.0, metadata=NON_NEGATIVE_WEIGHT)
+    # weight of the instance mask loss
     mask_weight: float = field(default=1.0, metadata=NON_NEGATIVE_WEIGHT)
     # lost in the paper; BlendMask's semantic weight
     unified_weight: float = field(default=0.5, metadata=NON_NEGATIVE_WEIGHT)
@@ -92,6 +114,7 @@ class DR1MaskConfig:
     pre_nms_topk: int = 1000
     # candidates before NMS (FCOS)
     score_threshold: float = field(default=0.05, metadata=_bounded(finite))
+    # NMS IoU threshold
     nms_iou: float = field(default=0.6, metadata=_bounded(lambda v: 0 <= v <= 1))
     merge: DR1MaskMergeConfig = field(default_factory=DR1MaskMergeConfig)
 
@@ -122,6 +145,11 @@ class DR1MaskConfig:
             raise ConfigError(
                 f"model.dr1mask.gn_groups={self.gn_groups} must divide model.decoder.channels="
                 f"{d.channels}"
+            )
+        if self.instance_module == "factored" and self.attention_rank > self.attention_size:
+            raise ConfigError(
+                f"model.dr1mask.attention_rank={self.attention_rank} must be <= "
+                f"model.dr1mask.attention_size={self.attention_size}"
             )
         if self.pre_nms_topk < model.num_proposals:
             raise ConfigError(

@@ -7,6 +7,7 @@ image is ``model.num_proposals``; everything DR1Mask-specific is in ``model.dr1m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,13 @@ from maskconver.meta.base import MetaArchitecture
 from maskconver.meta.dr1mask.basis import DR1MaskBasis
 from maskconver.meta.dr1mask.detect import DetectionSettings
 from maskconver.meta.dr1mask.fcos import FCOSHead
+from maskconver.meta.dr1mask.instance_modules import (
+    FactoredAttention,
+    FullAttention,
+    InstanceModule,
+    VectorEmbedding,
+    mask_queries,
+)
 from maskconver.meta.dr1mask.model import DR1Mask
 from maskconver.meta.dr1mask.postprocess import DR1MaskPostProcessor
 from maskconver.meta.dr1mask.top_layer import TopLayer
@@ -28,6 +36,7 @@ from maskconver.meta.dr1mask.unified import UnifiedPanopticLayer
 
 if TYPE_CHECKING:
     from maskconver.data.types import CategorySet
+    from maskconver.meta.dr1mask.instances import DR1MaskInstancePostProcessor
 
 
 def pyramid_strides(cfg: ModelConfig) -> list[int]:
@@ -45,6 +54,40 @@ def _tower_norm(cfg: ModelConfig) -> NormLayer:
     if r.tower_norm == "gn":
         return partial(nn.GroupNorm, r.gn_groups)
     return NORMS["bn"](cfg)
+
+
+def _vector(cfg: ModelConfig) -> InstanceModule:
+    return VectorEmbedding(cfg.dr1mask.basis_width)
+
+
+def _factored(cfg: ModelConfig) -> InstanceModule:
+    r = cfg.dr1mask
+    return FactoredAttention(
+        r.basis_width,
+        num_bases=r.attention_bases,
+        attention_size=r.attention_size,
+        rank=r.attention_rank,
+    )
+
+
+def _full(cfg: ModelConfig) -> InstanceModule:
+    r = cfg.dr1mask
+    return FullAttention(
+        r.basis_width, num_bases=r.attention_bases, attention_size=r.attention_size
+    )
+
+
+# ``model.dr1mask.instance_module`` -> builder (paper section 3.2.3; ``instance_modules.py``)
+INSTANCE_MODULES: dict[str, Callable[[ModelConfig], InstanceModule]] = {
+    "vector": _vector,
+    "factored": _factored,
+    "full": _full,
+}
+
+
+def build_instance_module(cfg: ModelConfig) -> InstanceModule:
+    """The configured instance prediction module (its ``embedding_dim`` sizes the top layer)."""
+    return INSTANCE_MODULES[cfg.dr1mask.instance_module](cfg)
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> DR1Mask:
@@ -71,12 +114,17 @@ def build_model(cfg: ModelConfig, num_classes: int) -> DR1Mask:
         act_layer=act,
         prior_prob=r.prior_prob,
     )
+    instance_module = build_instance_module(cfg)
     return DR1Mask(
         backbone=backbone,
         pyramid=pyramid,
         head=head,
         top_layer=TopLayer(
-            d.channels, r.basis_width, r.basis_width, factors=r.factors, kernel_size=r.top_kernel
+            d.channels,
+            instance_module.embedding_dim,
+            r.basis_width,
+            factors=r.factors,
+            kernel_size=r.top_kernel,
         ),
         basis=DR1MaskBasis(
             d.channels,
@@ -95,6 +143,9 @@ def build_model(cfg: ModelConfig, num_classes: int) -> DR1Mask:
             nms_iou=r.nms_iou,
         ),
         basis_stride=basis_stride(cfg),
+        instance_module=instance_module,
+        mask_size=r.mask_size,
+        detection_masks=r.task == "instance" or r.merge.mode == "paste",
     )
 
 
@@ -156,6 +207,21 @@ def build_postprocessor(
     )
 
 
+def build_instance_postprocessor(
+    cfg: Config, categories: CategorySet, num_classes: int
+) -> DR1MaskInstancePostProcessor:
+    """The instance task's post-processor (detections above ``score_threshold``, crop masks)."""
+    from maskconver.meta.dr1mask.instances import DR1MaskInstancePostProcessor
+
+    r = cfg.model.dr1mask
+    return DR1MaskInstancePostProcessor(
+        class_to_category=categories.class_to_category(num_classes),
+        is_thing_class=categories.is_thing_mask(num_classes).tolist(),
+        score_threshold=r.score_threshold,
+        mask_threshold=r.merge.mask_threshold,
+    )
+
+
 def build_export_module(model: nn.Module, postprocessor: Any) -> nn.Module:
     """The exportable graph (image -> unified argmax core + raw detections)."""
     from maskconver.meta.dr1mask.export import DR1MaskExportModule
@@ -164,8 +230,12 @@ def build_export_module(model: nn.Module, postprocessor: Any) -> nn.Module:
 
 
 def teacher_forward(model: nn.Module, images: Tensor, targets: Any) -> Any:
-    """Training forward: the dense outputs only (the criterion builds the instance columns)."""
-    return model(images, detect=False)
+    """Training forward: the dense outputs and the positives' mask logits in their GT boxes.
+
+    The criterion builds the unified layer's instance columns from ground truth.
+    """
+    queries = mask_queries(targets.boxes, targets.instance_valid, targets.labels, targets.gt_index)
+    return model(images, detect=False, queries=queries)
 
 
 ENTRY = MetaArchitecture(

@@ -9,23 +9,30 @@
 * **centerness**: BCE of the centerness logits at the positives, over their number;
 * **mask**: every positive location predicts its instance's mask inside the *ground-truth* box:
   ``F`` is cropped by aligned RoIAlign (sampling ratio 1) to ``mask_size`` and combined with the
-  location's vector embedding (``sum_d e_d crop_d``); BCE against the box-cropped mask target,
-  mean per location, weighted by its centerness target and divided by their sum (BlendMask);
-* **unified**: per-pixel CE of ``[W_stuff, mean e_1 .. mean e_N]^T F`` (``unified.py``), the
-  dynamic column of an instance being the mean embedding of its positive locations.
+  location's embedding by the model's instance module (``instance_modules.py``; the model
+  returns these ``positive_mask_logits`` when the training call gets ``MaskQueries``; without
+  them the vector embedding ``sum_d e_d crop_d`` is computed here); BCE against the box-cropped
+  mask target, mean per location, weighted by its centerness target and divided by their sum
+  (BlendMask). The same loss trains every instance module;
+* **unified**: per-pixel CE of ``[W_stuff, mean c_1 .. mean c_N]^T F`` (``unified.py``), the
+  dynamic column of an instance being the mean unified column (the embedding for the vector
+  module) of its positive locations; skipped (0) when its weight is 0 (the instance task).
 
 All terms are computed in float32. The criterion has no parameters.
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskconver.meta.dr1mask.boxes import giou_loss
+from maskconver.meta.dr1mask.instance_modules import (
+    VectorEmbedding,
+    mask_queries,
+    positive_mask_logits,
+)
 from maskconver.meta.dr1mask.model import DR1MaskOutput, flatten_levels
-from maskconver.meta.dr1mask.roi_align import corner_shift, roi_align
 from maskconver.meta.dr1mask.targets import DR1MaskTargetBatch
 from maskconver.meta.dr1mask.unified import (
     UnifiedPanopticLayer,
@@ -127,10 +134,18 @@ class DR1MaskCriterion(nn.Module):
             / num_positive
         )
 
-        embeddings = flatten_levels(outputs.embeddings).float()  # [B, L, D]
+        embeddings = flatten_levels(outputs.embeddings).float()  # [B, L, E]
         basis = outputs.basis.float()
-        loss_mask = self._mask_loss(embeddings, basis, targets, positive) / normaliser
-        loss_unified = self._unified_loss(outputs, embeddings, basis, targets)
+        loss_mask = self._mask_loss(outputs, embeddings, basis, targets) / normaliser
+        if self.weights["unified"] > 0:
+            columns = (
+                embeddings
+                if not outputs.unified_columns
+                else flatten_levels(outputs.unified_columns).float()
+            )
+            loss_unified = self._unified_loss(outputs, columns, basis, targets)
+        else:
+            loss_unified = basis.sum() * 0.0
         terms = {
             "cls": loss_cls,
             "box": loss_box,
@@ -143,32 +158,39 @@ class DR1MaskCriterion(nn.Module):
         return {"loss": total, **{f"loss_{k}": v.detach() for k, v in terms.items()}}
 
     def _mask_loss(
-        self, embeddings: Tensor, basis: Tensor, targets: DR1MaskTargetBatch, positive: Tensor
+        self,
+        outputs: DR1MaskOutput,
+        embeddings: Tensor,
+        basis: Tensor,
+        targets: DR1MaskTargetBatch,
     ) -> Tensor:
         """Centerness-weighted sum over positives of the box-cropped mask BCE."""
-        image, slot = torch.nonzero(targets.instance_valid, as_tuple=True)  # [R]
-        if image.numel() == 0:
+        queries = mask_queries(
+            targets.boxes, targets.instance_valid, targets.labels, targets.gt_index
+        )
+        if queries.image.numel() == 0:
             return basis.sum() * 0.0
-        shift = corner_shift(self.basis_stride)
-        crops = roi_align(
-            basis,
-            targets.boxes[image, slot] + shift,
-            image,
-            self.mask_size,
-            spatial_scale=1.0 / self.basis_stride,
-            aligned=True,
-        ).flatten(2)  # [R, D, M*M]
-        masks = targets.mask_crops[image, slot].flatten(1).float()  # [R, M*M]
-        total = basis.new_zeros(())
-        for r in range(image.numel()):
-            b, g = int(image[r]), int(slot[r])
-            at = positive[b] & (targets.gt_index[b] == g)
-            logits = embeddings[b][at] @ crops[r]  # [n, M*M]
-            bce = F.binary_cross_entropy_with_logits(
-                logits, masks[r].expand_as(logits), reduction="none"
-            ).mean(dim=1)
-            total = total + (bce * targets.centerness[b][at]).sum()
-        return total
+        logits = outputs.positive_mask_logits
+        if logits is None or (logits.shape[0] == 0 and embeddings.shape[-1] == basis.shape[1]):
+            # an output without the queries' logits (built by hand): the vector embedding
+            logits = positive_mask_logits(
+                VectorEmbedding(basis.shape[1]).mask_logits,
+                basis,
+                embeddings,
+                queries,
+                mask_size=self.mask_size,
+                basis_stride=self.basis_stride,
+            )
+        if logits.shape[0] != queries.image.numel():
+            raise ValueError(
+                f"DR1MaskCriterion: {logits.shape[0]} positive mask logits for "
+                f"{queries.image.numel()} positives (call the model with these targets' queries)"
+            )
+        masks = targets.mask_crops[queries.roi_image, queries.roi_slot][queries.roi].float()
+        bce = F.binary_cross_entropy_with_logits(
+            logits.float().flatten(1), masks.flatten(1), reduction="none"
+        ).mean(dim=1)  # [P]
+        return (bce * targets.centerness[queries.image, queries.location]).sum()
 
     def _unified_loss(
         self,

@@ -10,8 +10,9 @@ the shared Python step ``postprocess.segments.number_segments``.
 
 ``merge="paste"`` (the alternative the issue asks for; BlendMask's panoptic combination, whose
 thresholds DR1Mask's text does not give): each detection above ``object_threshold`` gets its
-crop-based instance mask (RoIAlign of ``F`` in the predicted box, combined with its vector
-embedding, pasted into the box, ``prob >= mask_threshold``); masks are pasted best first, a mask
+crop-based instance mask (RoIAlign of ``F`` in the predicted box, combined with its embedding by
+the instance module: the model's ``detection_masks``; pasted into the box,
+``prob >= mask_threshold``); masks are pasted best first, a mask
 whose area already taken exceeds ``overlap_threshold`` of its own is skipped; stuff comes from the
 unified argmax restricted to the free pixels whose winner is a stuff column, a stuff class
 needing more than ``min_area`` pixels. Eager only (not exported).
@@ -214,20 +215,47 @@ class DR1MaskPostProcessor:
             core, class_to_category=self.class_to_category, is_thing_class=self.is_thing_class
         )
 
+    def crop_mask_logits(self, outputs: Any, b: int, detections: Tensor) -> Tensor:
+        """``[n, M, M]`` mask logits of the chosen detections of image ``b`` inside their boxes.
+
+        The model's ``detection_masks`` (any instance module); an output without them (built
+        by hand, or by a model built for the argmax merge) gets the vector embedding's masks
+        from ``F`` and the detection embeddings.
+        """
+        masks = outputs.detection_masks
+        if masks is not None and masks.shape[-1] > 0:
+            return masks[b][detections].float()
+        basis = outputs.basis[b].float()
+        embeddings = outputs.detection_embeddings[b][detections].float()
+        if embeddings.shape[-1] != basis.shape[0]:
+            raise ValueError(
+                "the paste merge needs the model's detection_masks (a factored / full instance "
+                "module); build the model with model.dr1mask.merge.mode=paste"
+            )
+        n = detections.numel()
+        if n == 0:
+            return basis.new_zeros(0, self.mask_size, self.mask_size)
+        crops = roi_align(
+            basis[None],
+            outputs.boxes[b][detections].float() + corner_shift(self.basis_stride),
+            torch.zeros(n, dtype=torch.int64, device=basis.device),
+            self.mask_size,
+            spatial_scale=1.0 / self.basis_stride,
+        )
+        return torch.einsum("nd,ndpq->npq", embeddings, crops)
+
+    @staticmethod
     def instance_probabilities(
-        self,
-        basis: Tensor,
+        mask_logits: Tensor,
         boxes: Tensor,
-        embeddings: Tensor,
         valid_size: tuple[int, int],
         output_size: tuple[int, int],
     ) -> Tensor:
         """Crop-based masks of ``n`` detections pasted on the canvas.
 
         Args:
-            basis: ``[D, h, w]`` ``F`` of one image.
+            mask_logits: ``[n, M, M]`` mask logits inside each box.
             boxes: ``[n, 4]`` boxes in input pixels.
-            embeddings: ``[n, D]`` vector embeddings.
             valid_size: resized image inside the padded input.
             output_size: ``(H0, W0)`` canvas.
 
@@ -237,19 +265,13 @@ class DR1MaskPostProcessor:
         n = boxes.shape[0]
         height, width = output_size
         if n == 0:
-            return basis.new_zeros(0, height, width)
-        crops = roi_align(
-            basis[None],
-            boxes + corner_shift(self.basis_stride),
-            torch.zeros(n, dtype=torch.int64, device=basis.device),
-            self.mask_size,
-            spatial_scale=1.0 / self.basis_stride,
-        )
-        probs = torch.einsum("nd,ndpq->npq", embeddings, crops).sigmoid()
+            return mask_logits.new_zeros(0, height, width)
+        probs = mask_logits.float().sigmoid()
+        device = mask_logits.device
         # canvas pixel centre -> input coordinate -> position inside each box, in [-1, 1]
-        ys = (torch.arange(height, device=basis.device) + 0.5) * (valid_size[0] / height)
-        xs = (torch.arange(width, device=basis.device) + 0.5) * (valid_size[1] / width)
-        x0, y0, x1, y1 = boxes.unbind(1)
+        ys = (torch.arange(height, device=device) + 0.5) * (valid_size[0] / height)
+        xs = (torch.arange(width, device=device) + 0.5) * (valid_size[1] / width)
+        x0, y0, x1, y1 = boxes.float().unbind(1)
         gy = 2 * (ys[None] - y0[:, None]) / (y1 - y0).clamp(min=1e-6)[:, None] - 1  # [n, H0]
         gx = 2 * (xs[None] - x0[:, None]) / (x1 - x0).clamp(min=1e-6)[:, None] - 1  # [n, W0]
         grid = torch.stack(
@@ -268,9 +290,8 @@ class DR1MaskPostProcessor:
         num_classes = self.static_valid.shape[0]
         detections = torch.nonzero(valid[num_classes:]).flatten()
         probs = self.instance_probabilities(
-            outputs.basis[b].float(),
+            self.crop_mask_logits(outputs, b, detections),
             outputs.boxes[b][detections].float(),
-            outputs.detection_embeddings[b][detections].float(),
             valid_size,
             output_size,
         )

@@ -1,8 +1,9 @@
 """DR1Mask's top layer (paper section 3.2.1): one conv on the FCOS box tower, per location.
 
-It predicts, at every location of every level, the instance embedding ``e`` (the *vector
-embedding*, D values: the paper's panoptic choice, Table 7) and the DR1 factors of that
-level, ``C_l = [A_l, B_l]`` (the conditional feature pyramid, split evenly along the channels).
+It predicts, at every location of every level, the instance embedding ``e`` (E values, as the
+instance module needs: D for the *vector embedding*, the paper's panoptic choice, Table 7;
+``instance_modules.py``) and the DR1 factors of that level, ``C_l = [A_l, B_l]`` (the
+conditional feature pyramid, split evenly along the channels).
 The factors come from the box tower, "same as the features for instance embedding" (Table 3:
 from the class tower or the FPN outputs they were worse than none).
 
@@ -28,7 +29,8 @@ class TopLayer(nn.Module):
 
     Args:
         in_channels: box-tower width.
-        embedding_dim: D of the instance embedding (must equal the basis width: it is a
+        embedding_dim: E, the instance embedding's width: the instance module's
+            ``embedding_dim`` (the basis width D for the vector embedding, whose embedding is a
             column of the unified panoptic layer and weighs the basis channels).
         basis_width: width W of the DR1Basis (size of each factor).
         factors: ``"both"`` (paper), ``"in"`` (A only), ``"out"`` (B only) or ``"none"``.

@@ -1,0 +1,1 @@
+"""Tasks besides panoptic segmentation (``instance``: DR1Mask's instance-segmentation mode)."""
