@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "config": "config_cmd",
     "data": "data",
     "quickstart": "quickstart",
+    "serve": "serve",
 }
 
 
