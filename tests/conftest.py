@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from maskconver.data.synthetic import SyntheticPanoptic, write_synthetic_dataset
 from maskconver.data.types import PanopticSample, SegmentInfo
@@ -95,6 +96,30 @@ def synthetic_coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # Overrides for a 64 px tiny-preset run of a few steps whose untrained proposals still become
 # segments (MaskFormer merge with every threshold at 0), shared by the end-to-end tests.
+# a one-step training run of ``tiny`` on a handful of 64 px synthetic scenes (``--set`` values)
+ONE_STEP_RUN = [
+    "train.batch_size=2",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.max_steps=1",
+    "train.max_eval_images=2",
+    "augment.input_size=[64, 64]",
+    "eval.input_size=64",
+    "eval.batch_size=2",
+    "data.synthetic_train=4",
+    "data.synthetic_val=2",
+]
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the test (restored after it): small models run faster so on 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SMALL_UNTRAINED_RUN = [
     "train.batch_size=2",
     "train.warmup_steps=1",

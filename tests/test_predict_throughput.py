@@ -6,6 +6,7 @@ import json
 import random
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,15 @@ def write_images(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
     return paths
 
 
+@dataclass
+class FakeSample:
+    size: tuple[int, int]
+    file_name: str = ""
+
+
 class FakePredictor:
-    def prepare(self, image: np.ndarray) -> tuple[int, int]:
-        return image.shape[0], image.shape[1]
+    def prepare(self, image: np.ndarray) -> FakeSample:
+        return FakeSample((image.shape[0], image.shape[1]))
 
 
 def test_loader_yields_each_image_once_in_order_and_flags_bad_files(tmp_path: Path) -> None:
@@ -118,12 +125,9 @@ def test_loader_yields_each_image_once_in_order_and_flags_bad_files(tmp_path: Pa
     assert [item.image_id for item in loaded] == list(range(5))
     assert loaded[2].error is not None and "im1b.png" in loaded[2].error
     assert loaded[2].sample is None and loaded[2].image is None
-    assert [item.sample for i, item in enumerate(loaded) if i != 2] == [
-        (10, 12),
-        (7, 5),
-        (9, 9),
-        (4, 6),
-    ]
+    samples = [item.sample for i, item in enumerate(loaded) if i != 2]
+    assert [s.size for s in samples] == [(10, 12), (7, 5), (9, 9), (4, 6)]
+    assert [s.file_name for s in samples] == [p.name for p in paths]  # failures name the file
 
 
 @pytest.fixture(scope="module")

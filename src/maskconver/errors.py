@@ -25,9 +25,26 @@ class MaskconverError(Exception):
     """Base of maskconver's errors about bad input; the message says what and where."""
 
 
+# torch's DataLoader re-raises a worker's exception with the worker's traceback in its message
+WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def original_message(text: str) -> str:
+    """A DataLoader worker's own exception message, without the traceback text around it.
+
+    The re-raised message reads ``Caught <Type> in DataLoader worker process N.`` + the
+    traceback, whose last line is ``<module.Type>: <message>``; other text is returned as is.
+    """
+    if WORKER_TRACEBACK not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    kind, sep, message = last.partition(": ")
+    return message if sep and " " not in kind else last
+
+
 def one_line(error: BaseException) -> str:
-    """The error's message on one line (whitespace folded)."""
-    return " ".join(str(error).split()) or type(error).__name__
+    """The error's message on one line (whitespace folded; a worker's traceback left out)."""
+    return " ".join(original_message(str(error)).split()) or type(error).__name__
 
 
 def fail(command: str, message: str, code: int = EXIT_BAD_INPUT) -> int:

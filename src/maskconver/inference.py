@@ -26,7 +26,8 @@ from maskconver.data.image_io import load_image, pil_to_rgb_array
 from maskconver.data.types import PanopticSample
 from maskconver.postprocess.segments import PanopticPrediction
 
-ImageInput = np.ndarray | Image.Image | str | Path
+# a file path, a PIL image, an array, or an encoded image file's bytes (PNG, JPEG...)
+ImageInput = np.ndarray | Image.Image | str | Path | bytes
 RGB_CHANNELS = 3
 UINT8_MAX = 255
 
@@ -212,7 +213,8 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     """Any supported input -> ``[H, W, 3]`` uint8 RGB.
 
     Args:
-        image: a file path, a PIL image (any mode), or an array ``[H, W]`` (grayscale),
+        image: a file path, the bytes of an encoded image file (EXIF orientation applied, as
+            for a path), a PIL image (any mode), or an array ``[H, W]`` (grayscale),
             ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA, alpha composited on black).
             Arrays must be uint8, integers in 0..255, or floats: floats in 0..1 (skimage's and
             ``ToTensor``'s convention) are scaled by 255, larger floats must lie in 0..255.
@@ -222,10 +224,14 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     """
     if isinstance(image, (str, Path)):
         return load_image(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image_bytes(bytes(image))
     if isinstance(image, Image.Image):
         return pil_to_rgb_array(image)
     if not isinstance(image, np.ndarray):
-        raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
+        raise TypeError(
+            f"expected a path, image bytes, PIL image or numpy array, got {type(image).__name__}"
+        )
     array = image
     if array.ndim == 2:
         array = array[:, :, None]
@@ -249,6 +255,27 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     elif array.shape[2] == RGB_CHANNELS + 1:
         return pil_to_rgb_array(Image.fromarray(np.ascontiguousarray(array), mode="RGBA"))
     return np.ascontiguousarray(array)
+
+
+def decode_image_bytes(data: bytes) -> np.ndarray:
+    """An encoded image file's bytes -> ``[H, W, 3]`` uint8 RGB (EXIF orientation applied).
+
+    Raises:
+        ImageReadError: the bytes are not an image PIL reads (the message gives their length).
+    """
+    import io
+
+    from PIL import ImageOps, UnidentifiedImageError
+
+    from maskconver.data.image_io import ImageReadError
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            oriented = ImageOps.exif_transpose(opened)
+            return pil_to_rgb_array(oriented if oriented is not None else opened)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{len(data)} bytes are not a readable image file ({e})") from e
 
 
 def images_to_tensor(images: Sequence[np.ndarray]) -> Tensor:
@@ -297,7 +324,33 @@ def predict_samples(
 
     Returns:
         One ``PanopticPrediction`` per sample at its original size ``[H, W]``.
+
+    Raises:
+        PredictionError: the backend failed (out of memory, a runtime error); the message names
+            the batch's images (``sample.file_name`` and size).
     """
     if not samples:
         return []
-    return as_backend(model, device).predict(samples, postprocessor)
+    backend = as_backend(model, device)
+    try:
+        return backend.predict(samples, postprocessor)
+    except (ValueError, KeyError, TypeError):  # bad arguments: their messages say what
+        raise
+    except Exception as e:  # onnxruntime's errors (out of memory...) derive from Exception
+        raise PredictionError(
+            f"predicting {describe_samples(samples)} failed ({type(e).__name__}): {e}"
+        ) from e
+
+
+class PredictionError(RuntimeError):
+    """A backend failed on a batch; the message names its images (file name and size)."""
+
+
+def describe_samples(samples: Sequence[PanopticSample]) -> str:
+    """The images of a batch in words: ``a.jpg (6000x8000)``, unnamed ones by their size."""
+    names = []
+    for sample in samples:
+        size = cast(Sequence[int], sample.meta.get("orig_size") or sample.image.shape[:2])
+        label = f"{int(size[0])}x{int(size[1])}"
+        names.append(f"{sample.file_name} ({label})" if sample.file_name else f"a {label} image")
+    return ", ".join(names)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,10 +28,35 @@ class ArgumentParser(argparse.ArgumentParser):
     ``EXIT_BAD_INPUT`` and no usage block (``--help`` still prints it).
     """
 
+    def format_help(self) -> str:
+        """The help as plain text (``plain_help``): no reST markup, no line continuations."""
+        return plain_help(super().format_help())
+
     def error(self, message: str) -> NoReturn:
         """Print ``maskconver <command>: error: <message> (see --help)`` and exit with 2."""
         command = self.prog.removeprefix(PROG).strip()
         raise SystemExit(fail(command, f"{' '.join(message.split())} (see {self.prog} --help)"))
+
+
+# ``literal`` (reST, may wrap onto the next line) or `literal` (Markdown) -> literal
+_INLINE_CODE = re.compile(r"``([^`]+?)``|(?<![`\w])`([^`\n]+?)`(?![`\w])")
+# a shell line continuation (one or two backslashes, as a docstring may hold) and the next
+# line's indentation: joined into one line, so a pasted example is one command
+_CONTINUATION = re.compile(r"[ \t]*\\{1,2}[ \t]*\n[ \t]*")
+# a reST literal-block marker ending a line (``example::``) -> one colon
+_LITERAL_MARKER = re.compile(r"(?<=\S)::$", re.MULTILINE)
+
+
+def plain_help(text: str) -> str:
+    """Help text (descriptions are module docstrings in reST) as plain text for a terminal.
+
+    Inline code markup is dropped (````--set```` -> ``--set``), a line ending in a shell
+    continuation backslash is joined with the next one (a multi-line example pastes as one
+    command) and a trailing ``::`` becomes ``:``.
+    """
+    text = _INLINE_CODE.sub(lambda m: m.group(1) or m.group(2), text)
+    text = _CONTINUATION.sub(" ", text)
+    return _LITERAL_MARKER.sub(":", text)
 
 
 def _number(text: str, kind: Callable[[str], float], domain: str) -> float:

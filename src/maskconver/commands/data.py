@@ -21,6 +21,7 @@ from typing import Any
 
 from maskconver.commands.common import non_negative_int, positive_int, probability
 from maskconver.errors import EXIT_OK, fail
+from maskconver.locking import file_lock
 
 DEFAULT_SPLIT = "train2017"
 PANOPTIC_JSON_PREFIX = "panoptic_"
@@ -176,6 +177,7 @@ def _add_split_source(p: argparse.ArgumentParser, json_flag: str = "--json") -> 
         "--pngs", type=Path, default=None, help=f"panoptic PNG folder (with {json_flag})"
     )
     p.add_argument("--images", type=Path, default=None, help=f"image folder (with {json_flag})")
+    p.set_defaults(json_flag=json_flag)
 
 
 def _register_show(sub: argparse._SubParsersAction) -> None:
@@ -194,7 +196,14 @@ def _register_show(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_stats(sub: argparse._SubParsersAction) -> None:
-    stats = sub.add_parser("stats", help="per-category counts and areas, sizes, crowd, void")
+    stats = sub.add_parser(
+        "stats",
+        help="per-category counts and areas, sizes, crowd, void",
+        description="Per-category segment counts and areas, image sizes, crowd and void of a "
+        "COCO panoptic dataset: every split under ROOT (or one with --split), or one split "
+        "given by its files (--panoptic-json FILE --pngs DIR, and --images DIR for the image "
+        "sizes). --json prints the statistics as JSON instead of text.",
+    )
     _add_split_source(stats, json_flag="--panoptic-json")
     stats.add_argument(
         "--json", dest="json_output", action="store_true", help="print JSON instead of text"
@@ -204,8 +213,16 @@ def _register_stats(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to the chosen ``data`` sub-subcommand."""
-    return int(args.data_func(args))
+    """Dispatch to the chosen ``data`` sub-subcommand; one writer per ``--out`` at a time.
+
+    The lock file lies beside ``--out`` (``locking.file_lock``), so a folder that must be empty
+    stays empty.
+    """
+    out: Path | None = getattr(args, "out", None)
+    if out is None:
+        return int(args.data_func(args))
+    with file_lock(out, "data"):
+        return int(args.data_func(args))
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -305,17 +322,18 @@ def _splits(
     """``(name, json, png_dir, image_dir)`` of the chosen splits (ROOT + --split, or files)."""
     from maskconver.data.coco_panoptic import DatasetError, standard_paths
 
+    flag = getattr(args, "json_flag", "--json")  # ``data stats`` names it --panoptic-json
     explicit = (args.json, args.pngs, args.images)
     if any(p is not None for p in explicit):
         if args.root is not None or args.split is not None:
-            raise DatasetError("give either ROOT [--split] or --json/--pngs/--images, not both")
+            raise DatasetError(f"give either ROOT [--split] or {flag}/--pngs/--images, not both")
         if args.json is None or args.pngs is None or (need_images and args.images is None):
-            needed = "--json, --pngs and --images" if need_images else "--json and --pngs"
+            needed = f"{flag}, --pngs and --images" if need_images else f"{flag} and --pngs"
             raise DatasetError(f"{needed} go together")
         name = args.json.stem.removeprefix(PANOPTIC_JSON_PREFIX)
         return [(name, args.json, args.pngs, args.images)]
     if args.root is None:
-        raise DatasetError("give a dataset ROOT (or --json/--pngs/--images)")
+        raise DatasetError(f"give a dataset ROOT (or {flag}/--pngs/--images)")
     if args.split is not None:
         names = [args.split]
     else:

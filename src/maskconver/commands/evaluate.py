@@ -20,20 +20,25 @@ Unreadable or malformed inputs print one ``error:`` line on stderr and exit with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from maskconver.commands.common import non_negative_int, positive_int
+from maskconver.commands.common import add_overrides, non_negative_int, positive_int
 from maskconver.errors import EXIT_BAD_INPUT, EXIT_OK, fail, one_line
+from maskconver.files import write_text_atomic
+from maskconver.locking import folder_lock
 
 if TYPE_CHECKING:
     from maskconver.data.types import CategorySet
 
 FILES_ARGS = ("gt_json", "gt_dir", "pred_json", "pred_dir")
 MODEL_ARGS = ("checkpoint", "data_root")
+# the config sections ``evaluate --set`` may change (the network is the checkpoint's)
+OVERRIDE_SECTIONS = ("data", "eval")
 MODEL_ONLY_ARGS = (
     "split",
     "save_predictions",
@@ -93,6 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-images", type=positive_int, default=None, help="evaluate the first N images"
     )
     model.add_argument("--device", default=None, help="torch device (default cpu), e.g. cuda")
+    add_overrides(model, example=f"data.val_split=val2017 ({', '.join(OVERRIDE_SECTIONS)} keys)")
     p.add_argument(
         "--metrics",
         default=None,
@@ -112,6 +118,8 @@ def _check_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
     def flags(names: list[str] | tuple[str, ...]) -> str:
         return " ".join("--" + n.replace("_", "-") for n in names)
 
+    if given_files and getattr(args, "overrides", None):
+        given_model_only.append("overrides")
     if given_files and (given_model or given_model_only):
         parser.error(
             f"choose one mode: files ({flags(given_files)}) and model "
@@ -189,8 +197,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     naming the bad path when the checkpoint or dataset cannot be used.
     """
     from maskconver.commands.common import check_model_source
-    from maskconver.data.coco_panoptic import CocoPanopticDataset
+    from maskconver.config import Config
+    from maskconver.data.coco_panoptic import CocoPanopticDataset, DatasetError
     from maskconver.engine.checkpoint import CheckpointError, load_model
+    from maskconver.engine.data import check_split_present
     from maskconver.engine.evaluate import evaluate_model
     from maskconver.evaluation.metrics import parse_metric_names
     from maskconver.evaluation.pq_files import format_table
@@ -202,6 +212,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     problem = check_model_source(args)
     if problem:
         return fail("evaluate", problem)
+    try:  # --set keys and values, checked before anything is loaded
+        apply_overrides(Config(), getattr(args, "overrides", None) or [])
+    except ValueError as e:  # ConfigError
+        return fail("evaluate", one_line(e))
     source = Path(onnx_path or args.checkpoint)
     if not source.exists():
         return fail("evaluate", f"{'model' if onnx_path else 'checkpoint'} not found: {source}")
@@ -228,9 +242,24 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
             model, cfg, categories, num_classes = load_model(source, use_ema=True, device="cpu")
     except (OSError, ValueError, KeyError, CheckpointError) as e:
         return fail("evaluate", f"cannot load {source}: {e}")
-    split = getattr(args, "split", None) or cfg.data.val_split
     try:
+        cfg = apply_overrides(cfg, getattr(args, "overrides", None) or [])
+    except ValueError as e:  # ConfigError
+        return fail("evaluate", one_line(e))
+    split = getattr(args, "split", None) or cfg.data.val_split
+    from maskconver.tasks.instance import is_instance_task
+
+    if is_instance_task(cfg):  # mask AP of DR1Mask's instance task
+        from maskconver.tasks.instance_cli import evaluate_instance_checkpoint
+
+        return evaluate_instance_checkpoint(
+            model, cfg, categories, num_classes, data_root, split, args
+        )
+    try:
+        check_split_present(data_root, split, key="data.val_split")
         dataset = CocoPanopticDataset(data_root, split, label_space=cfg.model.label_space)
+    except DatasetError as e:
+        return fail("evaluate", one_line(e))
     except (OSError, ValueError, KeyError) as e:
         return fail("evaluate", f"cannot read dataset {data_root} split {split}: {e}")
     unknown = _unknown_categories(dataset, categories)
@@ -246,30 +275,48 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         names = parse_metric_names(metric_names) if metric_names else None
     except ValueError as e:
         return fail("evaluate", f"--metrics: {e}")
-    results = evaluate_model(
-        model,
-        dataset,
-        cfg=cfg,
-        categories=categories,
-        num_classes=num_classes,
-        batch_size=int(batch_size),
-        max_images=int(getattr(args, "max_images", 0) or 0),
-        device=getattr(args, "device", None) or "cpu",
-        progress=True,
-        save_dir=Path(save) if save else None,
-        transform=transform,
-        metrics=names,
-    )
+    # one writer per --save-predictions folder
+    with folder_lock(Path(save), "evaluate") if save else contextlib.nullcontext():
+        results = evaluate_model(
+            model,
+            dataset,
+            cfg=cfg,
+            categories=categories,
+            num_classes=num_classes,
+            batch_size=int(batch_size),
+            max_images=int(getattr(args, "max_images", 0) or 0),
+            device=getattr(args, "device", None) or "cpu",
+            progress=True,
+            save_dir=Path(save) if save else None,
+            transform=transform,
+            metrics=names,
+        )
     print(format_table(results))
     print(f"{results['images']} images in {results['seconds']:.1f} s")
     if save:
         print(f"predictions: {Path(save) / 'predictions.json'} + {Path(save) / 'panoptic'}/")
     output = getattr(args, "output", None)
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(_jsonable(results), indent=2))
+        write_text_atomic(output, json.dumps(_jsonable(results), indent=2))
         print(f"metrics: {output}")
     return EXIT_OK
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """The checkpoint's config with ``--set`` overrides of ``OVERRIDE_SECTIONS`` keys.
+
+    Raises:
+        ConfigError: a key outside those sections (the network is the checkpoint's), or a key
+            or value the config refuses.
+    """
+    from maskconver.config import ConfigError, merge_overrides, parse_override
+
+    for text in overrides:
+        key = parse_override(text)[0]
+        if key.split(".")[0] not in OVERRIDE_SECTIONS:
+            allowed = ", ".join(f"{s}.*" for s in OVERRIDE_SECTIONS)
+            raise ConfigError(f"--set {key}: evaluate takes {allowed} keys only")
+    return merge_overrides(cfg, overrides) if overrides else cfg
 
 
 def _unknown_categories(dataset: Any, categories: CategorySet) -> list[int]:

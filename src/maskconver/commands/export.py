@@ -119,7 +119,7 @@ def calibration_inputs(
     predictor = load_exported(model_path)
     images: list[np.ndarray] = []
     if folder is not None:
-        from maskconver.commands.predict import collect_images
+        from maskconver.commands.predict_inputs import collect_images
 
         paths, _ = collect_images([folder])
         for path in paths[:count]:
@@ -151,9 +151,8 @@ def calibration_inputs(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export (and optionally quantize); prints what was written."""
-    from maskconver.engine.checkpoint import CheckpointError
-    from maskconver.export.onnx import ExportError, export_onnx, quantize_onnx
+    """Export (and optionally quantize) under the artefact's lock; prints what was written."""
+    from maskconver.locking import LockError, file_lock
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():
@@ -174,6 +173,20 @@ def run(args: argparse.Namespace) -> int:
         return fail("export", "--calibration-images goes with --int8 static")
     if args.calibration_images is not None and not args.calibration_images.is_dir():
         return fail("export", f"calibration folder not found: {args.calibration_images}")
+    try:  # one export per artefact at a time; the existence check again, under the lock
+        with file_lock(output, "export"):
+            if output.exists() and not args.overwrite:
+                return fail("export", f"{output} exists; pass --overwrite to replace it")
+            return export_locked(args, checkpoint, output)
+    except LockError as e:
+        return fail("export", str(e))
+
+
+def export_locked(args: argparse.Namespace, checkpoint: Path, output: Path) -> int:
+    """``run`` once its checks passed and it holds the lock of ``output``."""
+    from maskconver.engine.checkpoint import CheckpointError
+    from maskconver.export.onnx import ExportError, export_onnx, quantize_onnx
+
     if args.format == "tflite":
         return run_tflite(args, checkpoint, output)
     if args.format == "openvino":

@@ -179,7 +179,9 @@ def load_input(predictor: Any, item: tuple[Path, str, int | str]) -> Loaded:
         image = load_image(path)
     except ImageReadError as e:
         return Loaded(path, stem, image_id, error=str(e))
-    return Loaded(path, stem, image_id, image=image, sample=predictor.prepare(image))
+    sample = predictor.prepare(image)
+    sample.file_name = path.name  # a failure during prediction names the file
+    return Loaded(path, stem, image_id, image=image, sample=sample)
 
 
 def batches(items: Iterable[Loaded], size: int) -> Iterator[list[Loaded]]:

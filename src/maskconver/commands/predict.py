@@ -16,16 +16,26 @@ atomically at the end; an output folder that already holds a run is refused unle
 ``--overwrite`` (which first removes the files that run listed); a file the run would write over
 that is not its own (an input image, anything else) is always refused; a second ``predict`` into
 the same folder at the same time fails at once (a lock file).
+
+Video (the ``video`` extra, PyAV): a ``--input`` file with a video suffix (``.mp4``, ``.mkv``,
+``.webm``...) writes ``<stem>_overlay<suffix>`` in the input's codec family, and with
+``--frames-png`` / ``--jsonl`` per-frame panoptic PNGs / one JSON line per frame; ``--every N``
+and ``--max-frames N`` pick the frames (``maskconver.video``).
+
+Sharded and resumable: ``torchrun --nproc_per_node N -m maskconver predict ...`` splits the
+images over N processes (gloo), each journals what it finished, and rank 0 (which alone holds
+the folder lock) merges one ``predictions.json``, the same as one process writes; ``--resume``
+continues a killed or partial run, predicting only images whose outputs are missing
+(``maskconver.sharded``).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +46,24 @@ from maskconver.commands.common import (
     positive_int,
     probability,
 )
-from maskconver.errors import EXIT_FAILED, EXIT_OK, fail
-from maskconver.files import process_alive
+from maskconver.commands.predict_inputs import (
+    IMAGE_SUFFIXES,
+    PREDICTIONS_JSON,
+    OutputLock,
+    PredictError,
+    check_output,
+    collect_images,
+    image_ids,
+    killed_run_files,
+    planned_outputs,
+    unique_stems,
+)
+from maskconver.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, fail
+from maskconver.sharded import clear_journals, world_size_from_env
+from maskconver.video import VIDEO_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_BATCH_SIZE = 8
-PREDICTIONS_JSON = "predictions.json"
-LOCK_FILE = ".maskconver-predict.lock"
 PREFETCH_DEPTH = 8  # images read ahead / waiting to be written (at least 2 batches)
-
-
-class PredictError(Exception):
-    """A refused ``predict`` (the message says why and what to do)."""
 
 
 def register(subparsers: Any) -> None:
@@ -103,158 +119,44 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="replace an earlier predict run in --output (only the files it listed are removed)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an earlier (killed, partial or finished) run in --output with the same "
+        "model and options: only images whose outputs are missing are predicted",
+    )
+    video = p.add_argument_group("video inputs (the video extra: pip install 'maskconver[video]')")
+    video.add_argument(
+        "--every",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="predict every N-th decoded frame (the overlay video plays at rate / N)",
+    )
+    video.add_argument(
+        "--max-frames",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N predicted frames per video",
+    )
+    video.add_argument(
+        "--frames-png",
+        action="store_true",
+        help="also write <stem>_frames/<frame>.png: one COCO panoptic id PNG per predicted frame",
+    )
+    video.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="also write <stem>.jsonl: one JSON line per predicted frame (frame index, pts, "
+        "time in s, size, segments with score, area and bbox)",
+    )
     p.set_defaults(func=run)
-
-
-def collect_images(inputs: list[Path]) -> tuple[list[Path], list[str]]:
-    """Expand files and folders (non-recursive) into image paths, in a stable order.
-
-    Returns:
-        ``(paths, problems)``: image files found, and messages for inputs that do not exist or
-        folders without images.
-    """
-    paths: list[Path] = []
-    problems: list[str] = []
-    for item in inputs:
-        if item.is_dir():
-            found = sorted(
-                p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not found:
-                problems.append(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {item}")
-            paths.extend(found)
-        elif item.is_file():
-            paths.append(item)
-        else:
-            problems.append(f"input not found: {item}")
-    return paths, problems
-
-
-def unique_stems(paths: list[Path]) -> list[str]:
-    """File stems, with ``_2``, ``_3``... appended to repeats so outputs never collide."""
-    seen: dict[str, int] = {}
-    out: list[str] = []
-    taken: set[str] = set()
-    for path in paths:
-        stem = path.stem
-        count = seen.get(stem, 0)
-        name = stem
-        while name in taken:
-            count += 1
-            name = f"{stem}_{count + 1}"
-        seen[stem] = count
-        taken.add(name)
-        out.append(name)
-    return out
-
-
-def image_ids(paths: list[Path], stems: list[str], info: Path | None) -> list[int | str]:
-    """Ids by file name from a COCO ``images`` list, else the stems."""
-    if info is None:
-        return list(stems)
-    try:
-        data = json.loads(info.read_text(encoding="utf-8"))
-        by_name = {str(im["file_name"]): im["id"] for im in data["images"]}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise PredictError(
-            f"--image-info {info}: not a COCO JSON with an 'images' list: {e}"
-        ) from e
-    missing = [p.name for p in paths if p.name not in by_name]
-    if missing:
-        raise PredictError(
-            f"--image-info {info} has no image named {missing[0]}"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-        )
-    return [by_name[p.name] for p in paths]
-
-
-def planned_outputs(output: Path, stems: list[str], overlay: bool) -> dict[str, list[Path]]:
-    """The files each stem will write."""
-    return {
-        stem: [output / f"{stem}.png", *([output / f"{stem}_overlay.jpg"] if overlay else [])]
-        for stem in stems
-    }
-
-
-def previous_run_files(output: Path) -> set[Path]:
-    """Files an earlier run listed in ``predictions.json`` (PNGs and their overlays)."""
-    path = output / PREDICTIONS_JSON
-    if not path.is_file():
-        return set()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        names = [str(a["file_name"]) for a in data.get("annotations", [])]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        return set()
-    files = set()
-    for name in names:
-        files.add(output / name)
-        files.add(output / f"{Path(name).stem}_overlay.jpg")
-    return {f for f in files if f.parent == output}
-
-
-def check_output(
-    output: Path, inputs: list[Path], planned: dict[str, list[Path]], overwrite: bool
-) -> set[Path]:
-    """Refuse outputs that would destroy anything; returns the earlier run's files to remove."""
-    earlier = previous_run_files(output)
-    if (output / PREDICTIONS_JSON).exists() and not overwrite:
-        raise PredictError(
-            f"{output} already holds predictions ({PREDICTIONS_JSON}); pass --overwrite to "
-            "replace that run or choose another --output"
-        )
-    resolved_inputs = {p.resolve() for p in inputs}
-    for files in planned.values():
-        for target in files:
-            if target.resolve() in resolved_inputs:
-                raise PredictError(
-                    f"{target} is an input image and would be overwritten; choose another --output"
-                )
-            if target.exists() and target not in earlier:
-                raise PredictError(
-                    f"{target} exists and is not from an earlier predict run; refusing to "
-                    "overwrite it (choose another --output)"
-                )
-    return earlier if overwrite else set()
-
-
-class OutputLock:
-    """``<output>/.maskconver-predict.lock`` (O_EXCL): one ``predict`` per folder at a time."""
-
-    def __init__(self, output: Path) -> None:
-        self.path = output / LOCK_FILE
-
-    def __enter__(self) -> OutputLock:
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and process_alive(owner):
-                    raise PredictError(
-                        f"another maskconver predict (pid {owner}) is writing into "
-                        f"{self.path.parent}; wait for it or choose another --output"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # a stale lock of a dead process
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-        raise PredictError(f"cannot lock {self.path.parent} (remove {self.path})")
-
-    def _owner(self) -> int | None:
-        try:
-            return int(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def load_predictor(args: argparse.Namespace) -> Any:
     """The ``Predictor`` of ``--checkpoint`` (torch) or ``--model`` (onnxruntime)."""
-    from maskconver.predictor import Predictor
+    from maskconver.predictor import SYNTHETIC_ONLY_NOTE, Predictor
 
     if args.model:
         predictor = load_exported(args.model, threads=args.threads)
@@ -264,8 +166,14 @@ def load_predictor(args: argparse.Namespace) -> Any:
 
             torch.set_num_threads(args.threads)
         predictor = Predictor.from_checkpoint(
-            args.checkpoint, device=args.device, use_ema=not args.no_ema, optimize=args.optimize
+            args.checkpoint,
+            device=args.device,
+            use_ema=not args.no_ema,
+            optimize=args.optimize,
+            warn_synthetic=False,  # one plain line below instead
         )
+    if predictor.synthetic_only:
+        print(f"warning: {SYNTHETIC_ONLY_NOTE}", file=sys.stderr)
     post: Any = predictor.postprocessor
     if args.score_threshold is not None:
         post.object_threshold = args.score_threshold
@@ -284,6 +192,11 @@ def run(args: argparse.Namespace) -> int:
         problem = f"{'checkpoint' if args.checkpoint else 'model'} not found: {source}"
     if problem:
         return fail("predict", problem)
+    videos = [p for p in args.input if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    if videos:
+        return _run_videos(args, videos)
+    if args.every != 1 or args.max_frames or args.frames_png or args.jsonl:
+        return fail("predict", "--every, --max-frames, --frames-png and --jsonl are for videos")
     paths, problems = collect_images(list(args.input))
     for message in problems:
         print(f"warning: {message}", file=sys.stderr)
@@ -293,24 +206,39 @@ def run(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         return fail("predict", f"--output {output} is a file, not a folder")
     stems = unique_stems(paths)
+    from maskconver.tasks.instance_cli import is_instance_checkpoint, predict_instance_files
+
+    if is_instance_checkpoint(args.checkpoint):  # DR1Mask's instance task: instances.json
+        try:
+            return predict_instance_files(args, paths, image_ids(paths, stems, args.image_info))
+        except PredictError as e:
+            return fail("predict", str(e))
     planned = planned_outputs(output, stems, overlay=not args.no_overlay)
+    if args.resume or world_size_from_env() > 1:
+        return _run_sharded(args, paths, stems, planned)
     try:
         ids = image_ids(paths, stems, args.image_info)
         stale = check_output(output, paths, planned, args.overwrite)
         output.mkdir(parents=True, exist_ok=True)
-        with OutputLock(output):
+        with OutputLock(output, planned):
             stale = check_output(output, paths, planned, args.overwrite)  # re-check, locked
             predictor = load_predictor(args)
             for path in stale:
                 path.unlink(missing_ok=True)
             (output / PREDICTIONS_JSON).unlink(missing_ok=True)
+            clear_journals(output)  # a killed sharded run's records would outlive its files
             done, failed = _predict_all(predictor, paths, stems, ids, output, args)
     except PredictError as e:
         return fail("predict", str(e))
     print(f"{done} image(s) predicted into {output} ({PREDICTIONS_JSON}, <stem>.png", end="")
     print(")" if args.no_overlay else ", <stem>_overlay.jpg)")
-    if failed:
-        print(f"{failed} image(s) could not be read and were skipped", file=sys.stderr)
+    skipped = [m for m in problems if m.startswith("skipped ")]
+    if failed or skipped:
+        print(
+            f"{failed + len(skipped)} input(s) skipped: {failed} image(s) could not be read, "
+            f"{len(skipped)} folder entr(ies) were not files (each named above)",
+            file=sys.stderr,
+        )
     return EXIT_OK if done > 0 else EXIT_FAILED
 
 
@@ -321,11 +249,16 @@ def _predict_all(
     ids: list[int | str],
     output: Path,
     args: argparse.Namespace,
+    *,
+    writer: Any = None,
+    on_written: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Predict in batches; the JSON (written last, atomically) lists exactly what was written.
 
     Reading and transforming the next images (``prefetch``) and writing the finished ones
     (``WriteBehind``) run on background threads beside the network; the throughput is printed.
+    ``writer`` replaces the ``CocoPanopticWriter`` (a ``sharded.Journal``) and
+    ``on_written(stem)`` is called once all files of an image are written.
     """
     from tqdm import tqdm
 
@@ -335,9 +268,10 @@ def _predict_all(
     from maskconver.inference import predict_samples
     from maskconver.visualize import overlay
 
-    writer = CocoPanopticWriter(
-        output / PREDICTIONS_JSON, output, predictor.categories, scores=True
-    )
+    if writer is None:
+        writer = CocoPanopticWriter(
+            output / PREDICTIONS_JSON, output, predictor.categories, scores=True
+        )
     done = failed = 0
     depth = 0 if args.no_prefetch else max(PREFETCH_DEPTH, 2 * args.batch_size)
 
@@ -348,6 +282,8 @@ def _predict_all(
         if not args.no_overlay:
             picture = overlay(item.image, pred.panoptic, pred.segments, predictor.categories)
             save_image(output / f"{item.stem}_overlay.jpg", picture)
+        if on_written is not None:
+            on_written(item.stem)
 
     # disable=None: no bar when stderr is not a terminal (a log file gets no carriage returns)
     bar = tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True, disable=None)
@@ -388,3 +324,137 @@ def _predict_all(
     if done:
         print(f"{done / seconds:.2f} images/s ({done} in {seconds:.1f} s)")
     return done, failed
+
+
+def _run_videos(args: argparse.Namespace, videos: list[Path]) -> int:
+    """Predict each video's frames (``maskconver.video``); images go in a separate run."""
+    from maskconver.video import VideoOutputs, predict_video, probe, require_av
+
+    if len(videos) != len(args.input):
+        return fail("predict", "give videos and images (or folders) in separate predict runs")
+    if world_size_from_env() > 1 or args.resume:
+        return fail("predict", "videos are predicted in one process, without --resume")
+    require_av()  # without PyAV: one line naming the extra to install
+    for video in videos:
+        probe(video)  # an unreadable file fails before the model loads (VideoError, one line)
+    output: Path = args.output
+    if output.exists() and not output.is_dir():
+        return fail("predict", f"--output {output} is a file, not a folder")
+    plans = [
+        VideoOutputs.plan(
+            output,
+            stem,
+            path.suffix,
+            overlay=not args.no_overlay,
+            frames_png=args.frames_png,
+            jsonl=args.jsonl,
+        )
+        for path, stem in zip(videos, unique_stems(videos), strict=True)
+    ]
+    if not plans[0].paths():
+        return fail("predict", "--no-overlay without --frames-png or --jsonl writes nothing")
+    existing = [p for plan in plans for p in plan.paths() if p.exists()]
+    if existing and not args.overwrite:
+        return fail("predict", f"{existing[0]} exists; pass --overwrite or choose another --output")
+    try:
+        with OutputLock(output):
+            predictor = load_predictor(args)
+            for path in existing:  # only what a video run writes: its files, its frame PNGs
+                for frame in path.glob("[0-9]*.png") if path.is_dir() else [path]:
+                    frame.unlink()
+            frames = sum(
+                predict_video(
+                    predictor,
+                    video,
+                    plan,
+                    batch_size=args.batch_size,
+                    every=args.every,
+                    max_frames=args.max_frames,
+                    prefetch_frames=not args.no_prefetch,
+                )
+                for video, plan in zip(videos, plans, strict=True)
+            )
+    except PredictError as e:
+        return fail("predict", str(e))
+    print(f"{frames} frame(s) of {len(videos)} video(s) predicted into {output}")
+    return EXIT_OK if frames > 0 else EXIT_FAILED
+
+
+def _run_sharded(
+    args: argparse.Namespace, paths: list[Path], stems: list[str], planned: dict[str, list[Path]]
+) -> int:
+    """``torchrun`` ranks (or ``--resume``): split, journal, merge (``maskconver.sharded``).
+
+    Rank 0 alone checks the folder and holds its lock for the whole run; its verdict reaches
+    every rank before anything is written.
+    """
+    from maskconver import sharded
+
+    shard = sharded.Shard.from_env()
+    output: Path = args.output
+    if args.resume and args.overwrite:
+        return fail("predict", "--resume keeps an earlier run, --overwrite removes it: pick one")
+    sharded.join(shard)
+    lock: OutputLock | None = None
+    try:
+        verdict = None
+        if shard.rank == 0:
+            try:
+                ids = image_ids(paths, stems, args.image_info)
+                if args.resume:
+                    records, started = sharded.read_state(output)
+                    known = killed_run_files(output)
+                    sharded.check_resume(paths, planned, records, started, known)
+                else:
+                    stale = check_output(output, paths, planned, args.overwrite)
+                lock = OutputLock(output, planned).__enter__()
+                if not args.resume:
+                    for path in stale:
+                        path.unlink(missing_ok=True)
+                    (output / PREDICTIONS_JSON).unlink(missing_ok=True)
+                    sharded.clear_journals(output)
+            except (PredictError, sharded.ResumeError) as e:
+                verdict = str(e)
+        verdict = sharded.broadcast_verdict(verdict)
+        if verdict is not None:  # printed once, by rank 0
+            return fail("predict", verdict) if shard.rank == 0 else EXIT_BAD_INPUT
+        ids = image_ids(paths, stems, args.image_info)
+        records, _ = sharded.read_state(output)
+        todo = [
+            i
+            for i, (path, stem) in enumerate(zip(paths, stems, strict=True))
+            if not sharded.is_finished(records.get(stem), ids[i], path, planned[stem])
+        ]
+        mine = shard.take(todo)
+        args.device = shard.device(args.device)
+        predictor = load_predictor(args)
+        category_ids = {c.id for c in predictor.categories.categories}
+        journal = sharded.Journal(output, shard.rank, category_ids)
+        done, failed = _predict_all(
+            predictor,
+            [paths[i] for i in mine],
+            [stems[i] for i in mine],
+            [ids[i] for i in mine],
+            output,
+            args,
+            writer=journal,
+            on_written=journal.finish,
+        )
+        done, failed = sharded.sum_counts([done, failed])  # every rank has finished
+        if shard.rank != 0:
+            return EXIT_OK
+        order = list(zip(stems, ids, paths, strict=True))
+        listed = sharded.merge(output, order, planned, predictor.categories.to_json())
+        sharded.clear_journals(output)
+    finally:
+        if lock is not None:
+            lock.__exit__(*sys.exc_info())  # a failed run leaves its claims for the next one
+        sharded.leave()
+    kept = len(paths) - len(todo)
+    print(
+        f"{done} image(s) predicted by {shard.world_size} process(es), {kept} kept from the "
+        f"earlier run; {PREDICTIONS_JSON} in {output} lists {listed}"
+    )
+    if failed:
+        print(f"{failed} image(s) could not be read and were skipped", file=sys.stderr)
+    return EXIT_OK if listed > 0 else EXIT_FAILED

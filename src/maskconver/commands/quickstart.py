@@ -31,6 +31,7 @@ from typing import Any
 
 from maskconver.commands.common import add_overrides, positive_float, positive_int
 from maskconver.errors import EXIT_OK, fail
+from maskconver.locking import file_lock
 
 PRESET = "tiny"
 DEFAULT_OUTPUT = Path("runs/quickstart")
@@ -102,18 +103,26 @@ def run(args: argparse.Namespace) -> int:
     """Run the whole quickstart; returns 0 on success, 2 on bad arguments.
 
     The torch thread count chosen for the run is restored afterwards (the command may run
-    inside another Python process, e.g. a test).
+    inside another Python process, e.g. a test). A second quickstart into the same folder
+    while one runs fails at once (``locking.file_lock``, beside the folder).
     """
-    import torch
-
-    from maskconver.config import ConfigError, load_config
-    from maskconver.engine.budget import plan_run
-
     wall_start = time.perf_counter()
     if args.threads is not None and args.threads < 1:
         return fail("quickstart", f"--threads must be >= 1, got {args.threads}")
     if args.minutes is not None and args.minutes <= 0:
         return fail("quickstart", f"--minutes must be > 0, got {args.minutes}")
+    # one quickstart per folder at a time: the lock lies beside it (a rerun replaces the folder)
+    with file_lock(args.output_dir, "quickstart"):
+        return run_locked(args, wall_start)
+
+
+def run_locked(args: argparse.Namespace, wall_start: float) -> int:
+    """``run`` once it holds the lock of ``--output-dir``."""
+    import torch
+
+    from maskconver.config import ConfigError, load_config
+    from maskconver.engine.budget import plan_run
+
     out: Path = args.output_dir
     problem = _check_output(out, args.overwrite)
     if problem:

@@ -80,4 +80,12 @@ def run(args: argparse.Namespace) -> int:
         return fail("train", one_line(e), EXIT_FAILED)  # the run itself failed
     if os.environ.get("RANK", "0") == "0":  # torchrun sets RANK; print the summary once
         print(json.dumps(summary, indent=2, default=str))
+    error = (summary.get("metrics") or {}).get("error")
+    if error:  # the final evaluation failed: the run produced no result, the weights are kept
+        return fail(
+            "train",
+            f"the final evaluation failed ({error}); the checkpoint {summary['checkpoint']} is "
+            "kept: evaluate it with `maskconver evaluate --checkpoint` once the data is fixed",
+            EXIT_FAILED,
+        )
     return EXIT_OK

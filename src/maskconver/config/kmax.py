@@ -39,12 +39,16 @@ class KMaXLossConfig:
     ``softmax`` (over the queries at each pixel) deeplab2's.
     """
 
+    # mask activation of the mask-ID loss, matching, dice and ReMask
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
-    pq_weight: float = field(default=3.0, metadata=NON_NEGATIVE)
+    pq_weight: float = field(default=3.0, metadata=NON_NEGATIVE)  # weight of the PQ-style loss
+    # weight of the mask-ID cross-entropy
     mask_id_weight: float = field(default=0.3, metadata=NON_NEGATIVE)
+    # weight of the instance discrimination loss
     instance_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
     # kMaX's auxiliary semantic head (training only; 0 builds no head)
     semantic_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
+    # PQ-style terms: weight of the matched queries
     focal_alpha: float = field(default=0.75, metadata=UNIT)
     instance_points: int = field(default=4096, metadata=POSITIVE)  # sampled pixels
     semantic_points: int = field(default=4096, metadata=NON_NEGATIVE_INT)  # 0: every pixel
@@ -55,6 +59,7 @@ class KMaXLossConfig:
     # ReMaX: ReMask on the predictions of the first remask_stages decoder blocks (Table 3: 4
     # of 6), its per-stage semantic heads weighted remask_semantic_weight (0.5, section 4.2)
     remask_stages: int = field(default=0, metadata=NON_NEGATIVE_INT)
+    # weight of ReMask's per-stage semantic heads (0.5 in ReMaX)
     remask_semantic_weight: float = field(default=0.5, metadata=NON_NEGATIVE)
     remask_identity: bool = True  # m * (1 + S) (Eq. 2); false: m * S (Table 5's control)
     reclass_eta: float = field(default=0.0, metadata=BELOW_ONE)  # ReClass (0.1 in the paper)
@@ -70,8 +75,11 @@ class KMaXMergeConfig:
     ``>= mask_threshold`` if they are ``>= overlap_threshold`` of its own mask.
     """
 
+    # queries scoring below this are dropped
     object_threshold: float = field(default=0.4, metadata=UNIT)
+    # a query is kept iff its won area / own area exceeds this
     overlap_threshold: float = field(default=0.8, metadata=UNIT)
+    # mask probability that counts a pixel as a query's own
     mask_threshold: float = field(default=0.5, metadata=UNIT)
 
 
@@ -84,20 +92,25 @@ class KMaXConfig:
     stride ``transformer_strides[i]``.
     """
 
+    # pixel-decoder width per stage, coarse to fine
     decoder_channels: list[int] = field(
         default_factory=lambda: [2048, 1024, 512, 256], metadata=POSITIVE_LIST
     )
+    # pixel-decoder blocks per stage
     decoder_blocks: list[int] = field(default_factory=lambda: [1, 5, 1, 1], metadata=COUNTS)
     axial_stages: int = field(default=1, metadata=NON_NEGATIVE_INT)  # first stages: axial blocks
-    axial_heads: int = field(default=8, metadata=POSITIVE)
+    axial_heads: int = field(default=8, metadata=POSITIVE)  # heads of the axial attention blocks
     axial_span: int = field(default=64, metadata=POSITIVE)  # relative-position bias span
+    # transformer-decoder blocks per attended stage
     transformer_blocks: list[int] = field(default_factory=lambda: [2, 2, 2], metadata=COUNTS)
+    # stride of the stage each group of transformer blocks attends to
     transformer_strides: list[int] = field(default_factory=lambda: [32, 16, 8], metadata=STRIDES)
-    query_dim: int = field(default=256, metadata=POSITIVE)
+    query_dim: int = field(default=256, metadata=POSITIVE)  # width of the object queries
     pixel_dim: int = field(default=128, metadata=POSITIVE)  # pixel features of the masks
-    attention_heads: int = field(default=8, metadata=POSITIVE)
+    attention_heads: int = field(default=8, metadata=POSITIVE)  # heads of the transformer decoder
+    # hidden width of the transformer's feed-forward layers
     ffn_dim: int = field(default=2048, metadata=POSITIVE)
-    activation: Literal["relu", "gelu", "hardswish", "silu"] = "gelu"
+    activation: Literal["relu", "gelu", "hardswish", "silu"] = "gelu"  # activation of the decoders
     loss: KMaXLossConfig = field(default_factory=KMaXLossConfig)
     merge: KMaXMergeConfig = field(default_factory=KMaXMergeConfig)
 

@@ -29,10 +29,12 @@ class TargetConfig:
 
     thing_center: Literal["box", "mass"] = "box"  # box: reference single-scale; mass: paper
     stuff_center: Literal["island", "mass"] = "island"  # island: dilated-island procedure
+    # centers per stuff segment (island procedure)
     max_stuff_centers: int = field(default=1, metadata=POSITIVE)
     # square dilation of the island procedure (3 x 21x21 max-pools)
     stuff_dilation: int = field(default=61, metadata=POSITIVE)
     min_stuff_area: int = field(default=1024, metadata=NON_NEGATIVE_INT)  # input pixels
+    # minimum IoU that sets the center Gaussian's radius (CenterNet)
     gaussian_iou: float = field(
         default=0.7, metadata=check(lambda v: finite(v) and 0 < v < 1, "in (0, 1)")
     )
@@ -42,6 +44,7 @@ class TargetConfig:
     )
     # multi-scale level assignment by half box diagonal, in input pixels (inclusive bounds)
     level_low: list[float] = field(default_factory=lambda: [0, 40, 80, 160, 320])
+    # multi-scale level assignment: upper bounds (inclusive) per level
     level_high: list[float] = field(default_factory=lambda: [64, 128, 256, 512, 1e7])
     crowd_as_ignore: bool = True  # crowd pixels are ignored by every loss
 
@@ -55,20 +58,24 @@ class LossConfig:
     loss by ``1 + S``; ``reclass_eta > 0`` softens the heatmap targets of overlapped classes.
     """
 
+    # weight of the center-heatmap focal loss
     center_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
+    # weight of the mask binary cross-entropy
     bce_weight: float = field(default=5.0, metadata=NON_NEGATIVE)
-    dice_weight: float = field(default=5.0, metadata=NON_NEGATIVE)
-    focal_alpha: float = 2.0
-    focal_beta: float = 4.0
+    dice_weight: float = field(default=5.0, metadata=NON_NEGATIVE)  # weight of the mask dice loss
+    focal_alpha: float = 2.0  # center focal loss: alpha (CenterNet's exponent on the prediction)
+    focal_beta: float = 4.0  # center focal loss: beta (exponent on 1 - Gaussian target)
     dice_mode: Literal["adaptive", "plain"] = "adaptive"  # 1 - d exp(1 - d) vs 1 - d
     semantic_weight: float = field(  # 0: no semantic head is built
         default=0.0, metadata=check(lambda v: not v < 0, ">= 0", message="{key} must be >= 0")
     )
+    # ReMaX ReMask: relax mask logits by 1 + S in the loss (and the mask-ID CE)
     remask: Literal["off", "literal", "literal+maskid"] = "off"
     remask_detach: bool = True  # stop-gradient through S (ReMaX Table 7)
     remask_source: Literal["learned", "ground_truth"] = "learned"  # Table 7's GT control
     remask_identity: bool = True  # m * (1 + S); False: m * S (Table 5)
     maskid: bool = False  # softmax mask-ID CE over the K slots without relaxation
+    # weight of the mask-ID cross-entropy
     maskid_weight: float = field(default=0.3, metadata=NON_NEGATIVE)
     reclass_eta: float = field(  # 0 = off; ReMaX's default 0.1
         default=0.0, metadata=check(lambda v: 0.0 <= v < 1.0, "in [0, 1)")
@@ -80,10 +87,14 @@ class LossConfig:
 class MaskConverMergeConfig:
     """The panoptic merge (reference MobileNet: 0.01 / 0.7 / 256)."""
 
+    # panoptic merge: reference (TF MaskConver) or maskformer
     mode: Literal["reference", "maskformer"] = "reference"
+    # proposals scoring below this are dropped
     object_threshold: float = field(default=0.01, metadata=FINITE)
+    # a proposal is kept iff its won area / own area exceeds this
     overlap_threshold: float = field(default=0.7, metadata=FINITE)
     min_area: int = field(default=256, metadata=NON_NEGATIVE_INT)  # pixels on the output canvas
+    # mask probability that counts a pixel as a proposal's own
     mask_threshold: float = field(default=0.5, metadata=FINITE)
     # fast: winners and own areas at mask resolution, the owner map refined on the canvas (no
     # [K, H, W] tensor); exact: every mask upsampled to the canvas (docs/merge.md compares them)
@@ -100,10 +111,10 @@ class MaskConverConfig:
     Multi-scale: centers at ``min_level..max_level``, mask features at ``pixel_level``.
     """
 
-    embedding_dim: int = field(default=256, metadata=POSITIVE)
+    embedding_dim: int = field(default=256, metadata=POSITIVE)  # mask-embedding width
     # 256 single-scale reference, 1024 multi-scale reference
     mlp_hidden: int = field(default=256, metadata=POSITIVE)
-    mlp_activation: Literal["relu", "gelu"] = "relu"
+    mlp_activation: Literal["relu", "gelu"] = "relu"  # activation of the embedding MLP
     # class-embedding fusion: mul (reference single-scale), add (paper / multi-scale), none (no
     # class embedding: MaskConver Table 4's ablation)
     fusion: Literal["mul", "add", "none"] = "mul"
@@ -117,8 +128,8 @@ class MaskConverConfig:
     # then reaches down to it; dr1basis assigns the heads' levels itself (stride 4);
     # multi-scale models read pixel_level instead
     mask_level: int | None = None
-    min_level: int = 3
-    max_level: int = 7
+    min_level: int = 3  # multi-scale: finest center level
+    max_level: int = 7  # multi-scale: coarsest center level
     pixel_level: int = 2  # multi-scale mask-feature level
     # peak scores and mask probabilities by relu6(x + 3) / 6 (the reference's hardware path)
     hard_sigmoid: bool = False

@@ -28,7 +28,7 @@ MAX_PROPOSALS = 1000
 class BackboneConfig:
     """Feature extractor. ``name`` is a key of ``build.BACKBONES``."""
 
-    name: Literal[
+    name: Literal[  # backbone, a key of build.BACKBONES
         "tiny",
         "mobilenet_mh",
         "mobilenetv2",
@@ -40,6 +40,7 @@ class BackboneConfig:
     output_stride: int = 32  # 16 dilates the last stage (MobileNet-MH in the reference)
     weights: str | None = None  # torchvision-named weight file (.pth or .safetensors)
     width: int = 32  # tiny backbone: channels of the first stage
+    # activation of the tiny backbone's blocks
     activation: Literal["relu", "gelu", "hardswish", "silu"] = "relu"
     frozen_bn: bool = False  # backbone BN frozen (reference ResNet-UNet panoptic config)
     drop_path_rate: float = 0.0  # ResNet-UNet stochastic-depth init rate (0.1 in the reference)
@@ -53,10 +54,13 @@ class DR1Config:
     """DR1Basis decoder (DR1Mask): dynamic rank-1 convs in a top-down merge to stride 4."""
 
     width: int = 64  # basis width D (DR1Mask Table 6: 64 best for panoptic)
+    # which DR1 factors are dynamic: input side, output side or both
     factors: Literal["in", "out", "both"] = "both"
+    # factor parametrisation: 1 + x or 2 sigmoid(x)
     param: Literal["one_plus", "two_sigmoid"] = "one_plus"
+    # where the factors come from: the embedding tower, local features or none
     factor_source: Literal["embedding_tower", "local", "none"] = "embedding_tower"
-    tower_convs: int = 2
+    tower_convs: int = 2  # convs of the factor tower
     fusion: Literal["sum", "concat"] = "sum"  # concat: the factor-free control arm
     aligned: bool = True  # aligned x2 + crop (False: half-pixel resize, the Table 5 control)
 
@@ -65,19 +69,21 @@ class DR1Config:
 class DecoderConfig:
     """Pixel decoder. ``name`` is a key of ``build.DECODERS``."""
 
+    # pixel decoder, a key of build.DECODERS
     name: Literal["aspp", "maskconver_fpn", "fpn", "bifpn", "convnext_unet", "dr1basis"] = "aspp"
-    channels: int = field(default=256, metadata=POSITIVE)
+    channels: int = field(default=256, metadata=POSITIVE)  # decoder width
     # ASPP (DeepLabv3+)
     dilation_rates: list[int] = field(default_factory=lambda: [6, 12, 18])
-    depthwise: bool = True
-    dropout: float = 0.0
+    depthwise: bool = True  # ASPP: depthwise-separable atrous convs
+    dropout: float = 0.0  # ASPP: dropout before the projection
     # FPN family
     min_level: int = 3
-    max_level: int = 7
+    max_level: int = 7  # FPN family: coarsest pyramid level
+    # FPN family: merge of the top-down path and the lateral (sum or concat)
     fusion: Literal["sum", "concat"] = "sum"
-    separable: bool = False
+    separable: bool = False  # FPN family: depthwise-separable smoothing convs
     kernel_size: int = 7  # smoothing kernel of the separable MaskConverFPN
-    norm: Literal["bn", "ln"] = "bn"
+    norm: Literal["bn", "ln"] = "bn"  # decoder normalisation (batch norm or layer norm)
     bifpn_repeats: int = 3  # BiFPN bidirectional layers
     # convnext_unet: ConvNeXt-SE blocks per level, coarsest first
     unet_repeats: list[int] = field(default_factory=lambda: [2, 1, 1])
@@ -91,16 +97,18 @@ class HeadConfig:
     Shared: the decoders and DR1Mask's towers read ``norm`` and ``activation``.
     """
 
-    channels: int = field(default=256, metadata=POSITIVE)
-    num_convs: int = 2
+    channels: int = field(default=256, metadata=POSITIVE)  # width of the three heads
+    num_convs: int = 2  # conv repetitions per head
     kernel_size: int = 7  # depthwise kernel; 0 means a dense 3x3 conv per repetition
+    # head normalisation (also read by the decoders and DR1Mask's towers)
     norm: Literal["bn", "ln"] = "bn"
+    # head activation (also read by the decoders and DR1Mask's towers)
     activation: Literal["relu", "gelu", "hardswish", "silu"] = "relu"
     low_level_channels: int = 256  # DeepLabv3+ sum-to-merge projection of backbone L3
     prior_prob: float = 0.1  # heatmap bias init: -log((1 - p) / p)
     # per-pixel semantic head on the mask features (ReMaX's auxiliary head, region-based stuff)
     semantic_channels: int = 64
-    semantic_convs: int = 2
+    semantic_convs: int = 2  # convs of the semantic head
 
 
 class _SubBlock(Protocol):
@@ -120,11 +128,12 @@ class ModelConfig:
     sub-blocks are neither read nor checked.
     """
 
+    # the model family: a key of build.META_ARCHITECTURES
     meta_architecture: MetaArchitectureName = "maskconver"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
-    num_classes: int | None = None
+    num_classes: int | None = None  # class channels of the heads (null: one per dataset category)
     label_space: Literal["contiguous", "raw_ids"] = "contiguous"  # raw_ids: class = category id
     # K: top-K peaks (MaskConver) or detections (DR1Mask) at inference, slots in training
     num_proposals: int = field(
@@ -137,6 +146,7 @@ class ModelConfig:
     bn_momentum: float = field(  # PyTorch convention (Keras 0.99)
         default=0.01, metadata=check(lambda v: finite(v) and 0 < v <= 1, "in (0, 1]")
     )
+    # batch-norm epsilon
     bn_eps: float = field(default=1e-3, metadata=check(lambda v: finite(v) and v > 0, "> 0"))
     maskconver: MaskConverConfig = field(default_factory=MaskConverConfig)
     dr1mask: DR1MaskConfig = field(default_factory=DR1MaskConfig)

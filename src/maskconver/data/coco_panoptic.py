@@ -212,11 +212,11 @@ class CocoPanopticDataset(Dataset[PanopticSample]):
         return len(self.image_ids)
 
     def check_files(self, headers: bool = True) -> list[str]:
-        """Problems found without decoding: missing images or PNGs, unreadable image headers.
+        """Problems found before training: missing images or PNGs, unreadable images.
 
         Args:
-            headers: also open every image's header (catches non-images and corrupt headers,
-                not truncated pixel data).
+            headers: also open and decode every image (``Image.load``: catches non-images,
+                corrupt headers and truncated pixel data; bounded by Pillow's pixel limit).
 
         Returns:
             One message per bad sample (file and image id), in dataset order.
@@ -234,7 +234,7 @@ class CocoPanopticDataset(Dataset[PanopticSample]):
             elif headers:
                 try:
                     with Image.open(image_path) as im:
-                        im.size  # noqa: B018 - parsing the header is the check
+                        im.load()  # decodes: a truncated file fails here, not at evaluation
                 except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
                     problems.append(f"image id {image_id}: cannot read image {image_path}: {e}")
         return problems

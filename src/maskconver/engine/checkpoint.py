@@ -349,6 +349,13 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> LoadedChe
         meta = json.loads(meta_path.read_text())
         step = int(meta["step"])
         num_classes = int(meta["num_classes"])
+        if not isinstance(meta["categories"], list) or not all(
+            isinstance(c, dict) for c in meta["categories"]
+        ):
+            raise ValueError(
+                "'categories' must be a list of {id, name, ...} objects, got "
+                f"{meta['categories']!r:.80}"
+            )
         categories = CategorySet.from_json(
             meta["categories"], meta.get("label_space", "contiguous")
         )

@@ -28,6 +28,10 @@ def build_dataset(cfg: Config, split: Split, data_root: str | None = None) -> An
     """
     if split not in ("train", "val"):
         raise ConfigError(f"unknown split {split!r} (expected 'train' or 'val')")
+    from maskconver.tasks.instance import build_instance_dataset, is_instance_task
+
+    if is_instance_task(cfg):  # COCO instance JSON / things-only synthetic scenes
+        return build_instance_dataset(cfg, split, data_root)
     d = cfg.data
     root = data_root if data_root is not None else d.root
     label_space = cfg.model.label_space
@@ -54,6 +58,10 @@ def check_data_splits(cfg: Config) -> None:
 
     ``train`` calls it before it writes anything, so a refused run leaves no folder behind.
     """
+    from maskconver.tasks.instance import check_instance_splits, is_instance_task
+
+    if is_instance_task(cfg):
+        return check_instance_splits(cfg)
     d = cfg.data
     if d.root is not None:
         check_split_present(d.root, d.train_split, key="data.train_split")
@@ -111,28 +119,38 @@ def check_same_categories(train: CategorySet, val: CategorySet) -> None:
 def check_split(
     dataset: Any, split: str, *, skip_bad: bool, log: Callable[[str], None] = print
 ) -> int:
-    """Check a split's files before step 1 (cheap: existence and image headers, no decoding).
+    """Check a split's files before step 1: existence, and the val split's images decoded.
 
-    A dataset without ``check_files`` (the synthetic scenes) passes.
+    A dataset without ``check_files`` (the synthetic scenes) passes. Decoding the validation
+    images (``Image.load``, bounded by Pillow's pixel limit) catches a truncated JPEG before
+    training rather than at the first evaluation.
 
     Returns:
         The number of bad samples (only with ``skip_bad``; they are skipped and counted).
 
     Raises:
-        DatasetError: a bad sample and not ``skip_bad`` (names the file and image id).
+        DatasetError: an empty split (or one whose every sample is bad), or a bad sample and
+            not ``skip_bad`` (names the file and image id).
     """
+    from maskconver.data.coco_panoptic import DatasetError
+
+    where = getattr(dataset, "json_path", None)
+    if len(dataset) == 0:
+        raise DatasetError(f"{split} split has no images" + (f" ({where})" if where else ""))
     check = getattr(dataset, "check_files", None)
     if check is None:
         return 0
-    problems: list[str] = check(headers=split != "train")  # headers of the val split only
+    problems: list[str] = check(headers=split != "train")  # decode the val split's images
     if not problems:
         return 0
     if not skip_bad:
-        from maskconver.data.coco_panoptic import DatasetError
-
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DatasetError(
             f"{split} split: {problems[0]}{more}; fix the files or set data.skip_bad_samples=true"
+        )
+    if len(problems) >= len(dataset):
+        raise DatasetError(
+            f"{split} split: every one of its {len(dataset)} sample(s) is bad, e.g. {problems[0]}"
         )
     log(
         f"warning: {split} split: {len(problems)} bad sample(s) will be skipped, e.g. {problems[0]}"

@@ -105,10 +105,21 @@ def evaluate_model(
         ``PanopticMetrics.compute()``'s dict (PQ splits, ``semantic`` and ``mask_ap`` when
         asked for, ``per_class``) plus ``images`` (evaluated count over all ranks), ``skipped``
         (unreadable samples skipped on this rank) and ``seconds`` (wall time).
+
+    Raises:
+        DatasetError: the dataset has no images, or every one was skipped (no PQ of 0 over
+            nothing).
     """
     from maskconver.build import build_eval_transforms, build_postprocessor
     from maskconver.evaluation.metrics import PanopticMetrics
+    from maskconver.tasks.instance import evaluate_instances, is_instance_task
 
+    if is_instance_task(cfg):  # mask AP of DR1Mask's instance output
+        return evaluate_instances(
+            model, dataset, cfg=cfg, categories=categories, num_classes=num_classes,
+            batch_size=batch_size, max_images=max_images, device=device, save_dir=save_dir,
+            transform=transform, skip_bad=skip_bad,
+        )  # fmt: skip
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rank, world = get_rank(), get_world_size()
@@ -116,6 +127,8 @@ def evaluate_model(
         raise ValueError("saving predictions is only supported with one process (world_size 1)")
     start_time = time.perf_counter()
     total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    if total == 0:  # a PQ of 0 over nothing is no result
+        raise _no_images(dataset, "has no images")
     indices = list(range(rank, total, world))
     transform = transform if transform is not None else build_eval_transforms(cfg)
     postprocessor = build_postprocessor(cfg, categories, num_classes)
@@ -169,11 +182,22 @@ def evaluate_model(
         writer.close()
     if world > 1:
         _reduce_metrics(metric, device)
+    if world == 1 and skipped == total:
+        raise _no_images(dataset, f"has no readable image ({skipped} skipped)")
     results = dict(metric.compute())
     results["images"] = total - skipped
     results["skipped"] = skipped
     results["seconds"] = time.perf_counter() - start_time
     return results
+
+
+def _no_images(dataset: PanopticDataset, what: str) -> Exception:
+    """The ``DatasetError`` of a split with nothing to evaluate (names its JSON if it has one)."""
+    from maskconver.data.coco_panoptic import DatasetError
+
+    where = getattr(dataset, "json_path", None)
+    name = f"the split {where}" if where is not None else "the dataset"
+    return DatasetError(f"nothing to evaluate: {name} {what}")
 
 
 def _bad_sample_errors() -> tuple[type[BaseException], ...]:

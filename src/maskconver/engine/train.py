@@ -16,6 +16,7 @@ and RNG state of an uninterrupted one (bit-exact in a single CPU process).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
@@ -64,6 +65,7 @@ from maskconver.engine.step import (
     forward_backward,
     warm_up_bn_momentum,
 )
+from maskconver.locking import folder_lock
 
 __all__ = ["NonFiniteLossError", "NonFiniteWeightsError", "seed_everything", "train"]
 
@@ -107,6 +109,7 @@ def train(
             ``NonFiniteLossError``; found right before a checkpoint, which is then not written;
             names the step and the last good checkpoint).
         FileExistsError: ``output_dir`` already has checkpoints and ``resume`` is False.
+        LockError: another live process trains into ``output_dir`` (names the lock file).
     """
     wall_start = time.perf_counter()
     output_dir = Path(output_dir)
@@ -115,10 +118,13 @@ def train(
     tc = cfg.train
     owns_group = not dist_utils.is_dist()
     info = dist_utils.init_distributed()
+    lock = contextlib.ExitStack()
     try:
         device = info.device
         # every check that can refuse the run happens before anything is written
         check_data_splits(cfg)
+        if info.is_main:  # one writer per run folder (torchrun: rank 0 holds it)
+            lock.enter_context(folder_lock(output_dir, "train"))
         checkpoint = prepare_run(output_dir, cfg, resume=resume, is_main=info.is_main)
         seed_everything(tc.seed)
         log = MetricLogger(output_dir, enabled=info.is_main)
@@ -217,6 +223,7 @@ def train(
             output_dir=output_dir,
         )
     finally:
+        lock.close()
         if owns_group:
             dist_utils.cleanup()
 

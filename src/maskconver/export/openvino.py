@@ -28,7 +28,7 @@ import numpy as np
 
 from maskconver.export.graph import CORE_OUTPUTS, SEMANTIC_OUTPUT, ExportError
 from maskconver.export.onnx import METADATA_PREFIX, OnnxMetadata, read_metadata
-from maskconver.export.runtime import OnnxPanopticModel
+from maskconver.export.runtime import OnnxPanopticModel, graph_canvas_cap, runs_fast_merge
 
 IR_SUFFIX = ".xml"
 RT_INFO_SECTION = "maskconver"
@@ -264,6 +264,12 @@ class OpenVinoPanopticModel(OnnxPanopticModel):
         # an output port may carry several tensor names: the graph's are in the metadata
         self.output_names = list(self.metadata.outputs)
         self._ports = {name: self.compiled.output(name) for name in self.output_names}
+        keep = self.compiled.output(CORE_OUTPUTS[1]).get_partial_shape()[0]
+        self.canvas_cap = graph_canvas_cap(
+            self.metadata.config.postprocess.max_canvas_pixels,
+            keep.get_length() if keep.is_static else 1,
+            fast_merge=runs_fast_merge(self.metadata),
+        )
 
     def run(
         self, image: np.ndarray, valid_size: Sequence[int], output_size: Sequence[int]

@@ -45,15 +45,23 @@ def enlarge(prediction: PanopticPrediction, size: tuple[int, int]) -> PanopticPr
     return PanopticPrediction(panoptic=big, segments=[s for s in segments if s.area > 0])
 
 
-def working_size(size: tuple[int, int], cap: int) -> tuple[int, int]:
-    """``size``, or a smaller one within ``cap`` pixels (aspect kept, with a warning); 0: no cap."""
+def working_size(
+    size: tuple[int, int], cap: int, *, what: str = "postprocess.max_canvas_pixels"
+) -> tuple[int, int]:
+    """``size``, or a smaller one within ``cap`` pixels (aspect kept, with a warning); 0: no cap.
+
+    Args:
+        size: the image's ``(H, W)``.
+        cap: the most pixels of the merge canvas (0: none).
+        what: the name of the cap in the warning.
+    """
     height, width = size
     if cap <= 0 or height * width <= cap:
         return size
     scale = math.sqrt(cap / (height * width))
     working = (max(1, int(height * scale)), max(1, int(width * scale)))
     warnings.warn(
-        f"a {height}x{width} image exceeds postprocess.max_canvas_pixels={cap}: merged at "
+        f"a {height}x{width} image exceeds {what}={cap}: merged at "
         f"{working[0]}x{working[1]} and enlarged to its size",
         stacklevel=4,
     )
