@@ -275,7 +275,9 @@ def test_missing_corrupt_and_foreign_files_are_refused(
         read_openvino_metadata(tmp_path / "plain.xml")
 
 
-def test_cli_export_predict_and_evaluate_with_an_ir(trained: Path, tmp_path: Path) -> None:
+def test_cli_export_predict_and_evaluate_with_an_ir(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     from maskconver.cli import main
@@ -298,6 +300,16 @@ def test_cli_export_predict_and_evaluate_with_an_ir(trained: Path, tmp_path: Pat
     predict = ["predict", "--input", str(root / "val2017"), "--threads", "1", "--no-overlay"]
     assert main([*predict, "--model", str(path), "--output", str(tmp_path / "pred")]) == 0
     assert (tmp_path / "pred" / "predictions.json").is_file()
+    bf16 = ["--model", str(path), "--precision", "bf16"]  # OpenVINO's inference precision
+    assert main([*predict, *bf16, "--output", str(tmp_path / "pred_bf16")]) == 0
+    assert (tmp_path / "pred_bf16" / "predictions.json").is_file()
+    out_b = tmp_path / "b.json"
+    assert main(["evaluate", *bf16, *common, "--output", str(out_b)]) == 0
+    assert 0.0 <= json.loads(out_b.read_text())["all"]["pq"] <= 1.0
+    capsys.readouterr()
+    onnx_bf16 = ["--model", str(tmp_path / "m.onnx"), "--precision", "bf16"]
+    assert main([*predict, *onnx_bf16, "--output", str(tmp_path / "y")]) == 2  # .xml only
+    assert "--precision bf16 applies to OpenVINO .xml models" in capsys.readouterr().err
     (tmp_path / "junk.xml").write_text("not xml")
     assert main([*predict, "--model", str(tmp_path / "junk.xml"), "--output", str(tmp_path / "x")])
 

@@ -159,7 +159,7 @@ def load_predictor(args: argparse.Namespace) -> Any:
     from maskconver.predictor import SYNTHETIC_ONLY_NOTE, Predictor
 
     if args.model:
-        predictor = load_exported(args.model, threads=args.threads)
+        predictor = load_exported(args.model, threads=args.threads, precision=args.precision)
     else:
         if args.threads:
             import torch

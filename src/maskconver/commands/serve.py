@@ -105,7 +105,7 @@ def load_predictor(args: argparse.Namespace) -> Any:
     from maskconver.predictor import Predictor
 
     if args.model:
-        return load_exported(args.model, threads=args.threads)
+        return load_exported(args.model, threads=args.threads, precision=args.precision)
     if args.threads:
         import torch
 
