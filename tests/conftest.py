@@ -131,3 +131,38 @@ SMALL_UNTRAINED_RUN = [
     "model.maskconver.merge.mask_threshold=0.0",
     "model.maskconver.merge.overlap_threshold=0.0",
 ]
+
+
+def save_untrained_tiny(folder: Path) -> Path:
+    """An untrained ``tiny`` checkpoint (``SMALL_UNTRAINED_RUN``: 64 px, opened-up merge)."""
+    from maskconver.build import build_model
+    from maskconver.config import load_config
+    from maskconver.data.synthetic import synthetic_categories
+    from maskconver.engine.checkpoint import save_checkpoint
+
+    cfg = load_config("tiny", SMALL_UNTRAINED_RUN)
+    categories = synthetic_categories()
+    classes = len(categories.categories)
+    torch.manual_seed(0)
+    return save_checkpoint(
+        folder,
+        model=build_model(cfg.model, classes),
+        ema=None,
+        optimizer=None,
+        step=0,
+        config=cfg,
+        categories=categories,
+        num_classes=classes,
+    )
+
+
+def write_random_images(folder: Path, n: int) -> Path:
+    """``n`` random 40 x 50 PNGs ``im0.png``... in ``folder`` (created)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        image = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / f"im{i}.png")
+    return folder

@@ -18,15 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import SMALL_UNTRAINED_RUN
+from conftest import save_untrained_tiny
 
-from maskconver.build import build_model
 from maskconver.cli import main
-from maskconver.config import load_config
 from maskconver.data.image_io import save_image
-from maskconver.data.synthetic import SyntheticPanoptic, synthetic_categories
-from maskconver.engine.checkpoint import save_checkpoint
+from maskconver.data.synthetic import SyntheticPanoptic
 from maskconver.sharded import STATE_DIR, Shard
 
 NUM_IMAGES = 24
@@ -37,20 +33,7 @@ POLL_S = 0.002
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny checkpoint (64 px eval size, opened-up merge)."""
-    cfg = load_config("tiny", SMALL_UNTRAINED_RUN)
-    categories = synthetic_categories()
-    classes = len(categories.categories)
-    torch.manual_seed(0)
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ckpt"),
-        model=build_model(cfg.model, classes),
-        ema=None,
-        optimizer=None,
-        step=0,
-        config=cfg,
-        categories=categories,
-        num_classes=classes,
-    )
+    return save_untrained_tiny(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import ONE_STEP_RUN
-from PIL import Image
+from conftest import ONE_STEP_RUN, write_random_images
 
 from maskconver.cli import main
 from maskconver.engine.checkpoint import latest_checkpoint
@@ -175,15 +173,6 @@ def test_data_outputs_are_locked(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(argv) == 0 and not lock.path.exists()
 
 
-def _images(folder: Path, n: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        image = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
-        Image.fromarray(image).save(folder / f"im{i}.png")
-    return folder
-
-
 def _predict(checkpoint: Path, inputs: Path, out: Path, *extra: str) -> int:
     argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(inputs)]
     return main([*argv, "--output", str(out), "--threads", "1", *extra])
@@ -192,7 +181,7 @@ def _predict(checkpoint: Path, inputs: Path, out: Path, *extra: str) -> int:
 def test_a_folder_left_by_a_killed_predict_is_named_then_overwritten(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    inputs, out = _images(tmp_path / "in", 2), tmp_path / "out"
+    inputs, out = write_random_images(tmp_path / "in", 2), tmp_path / "out"
     out.mkdir()
     # what a predict of im0..im2 killed after two images leaves: its PNGs, no predictions.json,
     # and its lock (a dead pid) that lists the files it was going to write
@@ -219,7 +208,7 @@ def test_a_folder_left_by_a_killed_predict_is_named_then_overwritten(
 def test_a_live_predict_lock_names_its_file(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    inputs, out = _images(tmp_path / "in", 1), tmp_path / "out"
+    inputs, out = write_random_images(tmp_path / "in", 1), tmp_path / "out"
     with folder_lock(out, "predict") as lock:
         assert _predict(checkpoint, inputs, out) == EXIT_BAD_INPUT
     _refused(capsys, lock.path, "predict")

@@ -13,11 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from conftest import ONE_STEP_RUN
-from PIL import Image
+from conftest import ONE_STEP_RUN, write_random_images
 
 from maskconver.cli import main
 from maskconver.data.synthetic import write_synthetic_dataset
@@ -49,15 +47,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return found
 
 
-def _images(folder: Path, n: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        image = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
-        Image.fromarray(image).save(folder / f"im{i}.png")
-    return folder
-
-
 def _predict(checkpoint: Path, inputs: Path, out: Path, *extra: str) -> int:
     argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(inputs)]
     return main([*argv, "--output", str(out), "--threads", "1", "--no-overlay", *extra])
@@ -66,7 +55,7 @@ def _predict(checkpoint: Path, inputs: Path, out: Path, *extra: str) -> int:
 def test_dangling_and_looping_symlinks_are_named_and_counted(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    inputs = _images(tmp_path / "in", 2)
+    inputs = write_random_images(tmp_path / "in", 2)
     os.symlink(tmp_path / "gone.png", inputs / "dangling.png")
     os.symlink(inputs / "loop.png", inputs / "loop.png")
     (inputs / "broken.png").write_bytes(b"\x89PNG not really")
@@ -84,7 +73,7 @@ def test_dangling_and_looping_symlinks_are_named_and_counted(
 def test_image_info_sizes_that_disagree_are_refused(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    inputs = _images(tmp_path / "in", 2)
+    inputs = write_random_images(tmp_path / "in", 2)
     info = tmp_path / "images.json"
     images = [
         {"id": 1, "file_name": "im0.png", "height": 40, "width": 50},

@@ -13,18 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import SMALL_UNTRAINED_RUN
+from conftest import save_untrained_tiny
 from PIL import Image
 
 av = pytest.importorskip("av", reason="video prediction needs PyAV (the video extra)")
 
-from maskconver.build import build_model  # noqa: E402
 from maskconver.cli import main  # noqa: E402
-from maskconver.config import load_config  # noqa: E402
 from maskconver.data.panoptic_png import read_panoptic_png  # noqa: E402
-from maskconver.data.synthetic import SyntheticPanoptic, synthetic_categories  # noqa: E402
-from maskconver.engine.checkpoint import save_checkpoint  # noqa: E402
+from maskconver.data.synthetic import SyntheticPanoptic  # noqa: E402
 from maskconver.predictor import Predictor  # noqa: E402
 from maskconver.video import choose_encoder, probe, read_frames  # noqa: E402
 
@@ -35,20 +31,7 @@ BATCH = 2
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny checkpoint (64 px eval size, opened-up merge)."""
-    cfg = load_config("tiny", SMALL_UNTRAINED_RUN)
-    categories = synthetic_categories()
-    classes = len(categories.categories)
-    torch.manual_seed(0)
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ckpt"),
-        model=build_model(cfg.model, classes),
-        ema=None,
-        optimizer=None,
-        step=0,
-        config=cfg,
-        categories=categories,
-        num_classes=classes,
-    )
+    return save_untrained_tiny(tmp_path_factory.mktemp("ckpt"))
 
 
 def write_clip(path: Path, encoder: str) -> Path:
