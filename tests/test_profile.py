@@ -31,6 +31,7 @@ from maskconver.benchmarking.profile import (
     summarize,
 )
 from maskconver.benchmarking.profile_table import format_kinds, format_layers
+from maskconver.export.graph import CORE_OUTPUTS
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra builds the hand-made graphs")
 
@@ -285,6 +286,34 @@ def test_compare_skips_missing_backends(monkeypatch: pytest.MonkeyPatch) -> None
     assert own.skipped["Missing"].startswith("not installed")
     assert own.skipped["Broken"] == "RuntimeError: cannot compile"
     own.contenders["onnxruntime fp32 spin"]()
+    network = own.contenders[f"onnxruntime fp32{deployments.NETWORK_ONLY}"]()
+    whole = own.contenders["onnxruntime fp32"]()  # name -> output
+    raw = [name for name in whole if name not in CORE_OUTPUTS]
+    assert raw and len(network) == len(raw)  # the raw outputs, no merge
+    assert all(np.array_equal(a, whole[name]) for name, a in zip(raw, network, strict=True))
+
+
+def test_format_report_prints_the_merge_share() -> None:
+    from maskconver.benchmarking.compare import format_report
+
+    rows = {
+        "onnxruntime fp32": {"ms": 10.0, "gmac_per_s": 1.0, "fraction_of_conv_peak": 0.1},
+        "onnxruntime fp32 network only": {"ms": 8.0, "network_only": True},
+        "EoMT-ViT-S": {"ms": 30.0},
+    }
+    rows["onnxruntime fp32"]["x faster than EoMT-ViT-S"] = 3.0
+    size = {"macs": 10**9, "conv_peak_gflops": 1.0, "floor_ms": 1.0, "contenders": rows}
+    size["merge_share"] = {"onnxruntime fp32": 0.2}
+    report = {"preset": "tiny", "threads": 1, "rounds": 1, "sizes": {"64": size}}
+    text = format_report(report)
+    assert "merge share of onnxruntime fp32: 20.0 % of end to end (2.0 of 10.0 ms" in text
+    assert "x vs onnxruntime fp32 network only" not in text  # not a peer column
+    assert "x vs EoMT-ViT-S" in text
+
+
+def test_the_image_layout_is_network_in_the_profile() -> None:
+    layer = make_layer(0, 10**6, 1.0, name="/Transpose", op="Transpose")
+    assert part_of(layer) == MERGE and part_of(layer, {"/Transpose"}) == NETWORK
 
 
 def test_format_report_names_cpu_and_skips() -> None:

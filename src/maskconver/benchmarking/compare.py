@@ -5,7 +5,8 @@ of them alike), with medians, at each size:
 
 * this model's deployments (``benchmarking.deployments``): torch eager and optimised,
   onnxruntime fp32 without and with intra-op spinning, onnxruntime int8, OpenVINO fp32 / int8
-  and TFLite where installed (else skipped with the reason), each including its panoptic merge;
+  and TFLite where installed (else skipped with the reason), each including its panoptic merge,
+  and onnxruntime fp32 on the graph without its merge: the merge's share of end to end;
 * the peers (``benchmarking.peers``, the ``peers`` extra): Mask2Former-R50, MaskFormer-R50 and
   EoMT ViT-S / ViT-B, with their own processors and panoptic post-processing;
 * a large 3x3 convolution (256 -> 256 channels at 128 x 128, channels_last, torch), the
@@ -13,7 +14,9 @@ of them alike), with medians, at each size:
   ``2 x MACs`` at that rate.
 
 Untrained weights give every one of the K proposals a score above the threshold, so the merge
-runs on all of them: the worst case of the merge's cost. The report names the CPU.
+runs on all of them: the worst case of its per-proposal work. How much of the canvas it evaluates
+pixel by pixel depends on how contested the untrained masks are, which depends on the random
+init (``seed``). The report names the CPU.
 """
 
 from __future__ import annotations
@@ -61,13 +64,19 @@ def compare(
     threads: int,
     peers: bool = True,
     others: Sequence[str] = (),
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Interleaved medians of every contender at every size; see the module docstring.
 
     ``others``: more presets of this library timed beside ``preset`` (their torch eager and
-    onnxruntime fp32 rows; ``deployments.other_model_contenders``).
+    onnxruntime fp32 rows; ``deployments.other_model_contenders``). ``seed``: the random init
+    of the untrained models (the merge's cost depends on how contested their masks are).
     """
-    from maskconver.benchmarking.deployments import other_model_contenders, own_contenders
+    from maskconver.benchmarking.deployments import (
+        NETWORK_ONLY,
+        other_model_contenders,
+        own_contenders,
+    )
 
     torch.set_num_threads(threads)
     report: dict[str, Any] = {
@@ -75,15 +84,16 @@ def compare(
         "threads": threads,
         "rounds": rounds,
         "cpu": cpu_model(),
+        "seed": seed,
         "sizes": {},
         "conv_peak_gflops": conv_peak_gflops(),
     }
     for size in sizes:
-        own = own_contenders(preset, overrides, size, num_classes, threads)
+        own = own_contenders(preset, overrides, size, num_classes, threads, seed=seed)
         contenders = dict(own.contenders)
         ours = list(contenders)
         for other in others:
-            contenders.update(other_model_contenders(other, size, num_classes, threads))
+            contenders.update(other_model_contenders(other, size, num_classes, threads, seed=seed))
         if peers:
             from maskconver.benchmarking.peers import peer_contenders
 
@@ -93,14 +103,22 @@ def compare(
         rows = {}
         for name, ms in medians.items():
             row: dict[str, Any] = {"ms": ms}
-            if name in ours:
+            if name.endswith(NETWORK_ONLY):
+                row["network_only"] = True
+            elif name in ours:
                 row["gmac_per_s"] = own.macs / (ms / MS_PER_S) / 1e9
                 row["fraction_of_conv_peak"] = 2 * row["gmac_per_s"] / peak
                 for peer in contenders:
                     if peer not in ours:
                         row[f"x faster than {peer}"] = medians[peer] / ms
             rows[name] = row
+        shares = {
+            name[: -len(NETWORK_ONLY)]: 1.0 - ms / medians[name[: -len(NETWORK_ONLY)]]
+            for name, ms in medians.items()
+            if name.endswith(NETWORK_ONLY) and name[: -len(NETWORK_ONLY)] in medians
+        }
         report["sizes"][str(size)] = {
+            "merge_share": shares,
             "macs": own.macs,
             "floor_ms": 2 * own.macs / (peak * 1e9) * MS_PER_S,
             "conv_peak_gflops": peak,
@@ -139,7 +157,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{entry['conv_peak_gflops']:.0f} GFLOP/s, compute floor {entry['floor_ms']:.1f} ms",
         ]
         rows = entry["contenders"]
-        peers = [n for n, r in rows.items() if "gmac_per_s" not in r]
+        peers = [n for n, r in rows.items() if "gmac_per_s" not in r and "network_only" not in r]
         width = max([len(n) for n in rows] + [10])
         header = f"  {'':{width}s} {'ms':>9s} {'GMAC/s':>8s} {'of peak':>8s}" + "".join(
             f" {('x vs ' + p):>{max(len(p) + 5, 8)}s}" for p in peers
@@ -153,6 +171,13 @@ def format_report(report: dict[str, Any]) -> str:
                     f" {row[f'x faster than {p}']:{max(len(p) + 5, 8)}.1f}" for p in peers
                 )
             lines.append(line)
+        for name, share in entry.get("merge_share", {}).items():
+            merge_ms = rows[name]["ms"] * share
+            lines.append(
+                f"  merge share of {name}: {100 * share:.1f} % of end to end "
+                f"({merge_ms:.1f} of {rows[name]['ms']:.1f} ms; the row without the merge "
+                "in the same rounds)"
+            )
         for group, reason in entry.get("skipped", {}).items():
             lines.append(f"  {group}: skipped, {reason}")
     return "\n".join(lines)

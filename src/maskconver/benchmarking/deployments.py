@@ -3,7 +3,8 @@
 * torch eager and torch optimised (traced + frozen, batch norm folded, channels_last), with the
   post-processor's eager merge;
 * onnxruntime fp32 without and with intra-op spinning (``export.runtime.session_options``), and
-  int8 (static QDQ), the graph's merge included;
+  int8 (static QDQ), the graph's merge included; and fp32 on the graph without its merge
+  (``NETWORK_ONLY``), so the merge's share of end to end is measured in the same rounds;
 * OpenVINO fp32 and int8 (``export.openvino``, NNCF) and TFLite (``export.tflite``, LiteRT):
   their modules are imported only here and only when asked (``openvino_contenders``,
   ``tflite_contenders``); a missing module or runtime skips the rows with the reason.
@@ -26,6 +27,7 @@ from maskconver.benchmarking.measure import PIXEL_MAX, count_macs
 
 Contenders = dict[str, Callable[[], Any]]
 CALIBRATION_IMAGES = 4
+NETWORK_ONLY = " network only"  # suffix of a row that runs a graph without its merge
 
 
 @dataclass
@@ -59,8 +61,14 @@ class Built:
     calibration: list[dict[str, np.ndarray]]
 
 
-def build(preset: str, overrides: list[str], size: int, num_classes: int) -> Built:
-    """The untrained model, its post-processor and its fp32 ``.onnx`` at ``size`` x ``size``."""
+def build(
+    preset: str, overrides: list[str], size: int, num_classes: int, *, seed: int = 0
+) -> Built:
+    """The untrained model, its post-processor and its fp32 ``.onnx`` at ``size`` x ``size``.
+
+    ``seed`` fixes the random init: how contested the untrained masks are (how much of the
+    canvas the merge evaluates pixel by pixel) depends on it.
+    """
     from maskconver.build import build_model, build_postprocessor
     from maskconver.config import load_config
     from maskconver.data.types import Category, CategorySet
@@ -71,6 +79,7 @@ def build(preset: str, overrides: list[str], size: int, num_classes: int) -> Bui
     categories = CategorySet(
         [Category(i + 1, f"class{i + 1}", i % 2 == 0) for i in range(classes)], "contiguous"
     )
+    torch.manual_seed(seed)
     model = build_model(cfg.model, classes).eval()
     folder = Path(tempfile.mkdtemp(prefix="maskconver-compare-"))
     fp32 = folder / "model.onnx"
@@ -138,7 +147,39 @@ def onnxruntime_contenders(built: Built, threads: int) -> Contenders:
         "onnxruntime fp32 spin": OnnxPanopticModel(built.onnx_fp32, threads=threads, spinning=True),
         "onnxruntime int8": OnnxPanopticModel(int8, threads=threads, spinning=False),
     }
-    return {name: runtime_call(rt, built.image, built.size) for name, rt in runtimes.items()}
+    calls = {name: runtime_call(rt, built.image, built.size) for name, rt in runtimes.items()}
+    calls[f"onnxruntime fp32{NETWORK_ONLY}"] = network_call(built, threads)
+    return calls
+
+
+def network_call(built: Built, threads: int) -> Callable[[], Any]:
+    """A call of onnxruntime fp32 on the graph without its merge (``export.scope.network_only``).
+
+    Beside the whole graph on the same image, it times the merge's share of end to end.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from maskconver.export.runtime import session_options
+    from maskconver.export.scope import network_only
+
+    path = built.folder / "network.onnx"
+    onnx.save(network_only(onnx.load(str(built.onnx_fp32))), str(path))
+    session = ort.InferenceSession(
+        str(path), session_options(threads, spinning=False), providers=["CPUExecutionProvider"]
+    )
+    inputs = {i.name for i in session.get_inputs()}
+    feed = {
+        "image": built.image[None],
+        "valid_size": np.array([built.size, built.size], dtype=np.int64),
+        "output_size": np.array([built.size, built.size], dtype=np.int64),
+    }
+    feed = {name: value for name, value in feed.items() if name in inputs}
+
+    def call() -> Any:
+        return session.run(None, feed)
+
+    return call
 
 
 def openvino_contenders(built: Built, threads: int) -> Contenders:
@@ -198,7 +239,9 @@ OPTIONAL: dict[str, Callable[[Built, int], Contenders]] = {
 }
 
 
-def other_model_contenders(preset: str, size: int, num_classes: int, threads: int) -> Contenders:
+def other_model_contenders(
+    preset: str, size: int, num_classes: int, threads: int, *, seed: int = 0
+) -> Contenders:
     """Another preset beside this one (e.g. kMaX-DeepLab beside MaskConver).
 
     Torch eager with the post-processor's merge, and onnxruntime fp32 with the merge in the
@@ -206,7 +249,7 @@ def other_model_contenders(preset: str, size: int, num_classes: int, threads: in
     """
     from maskconver.export.runtime import OnnxPanopticModel
 
-    built = build(preset, [], size, num_classes)
+    built = build(preset, [], size, num_classes, seed=seed)
     runtime = OnnxPanopticModel(built.onnx_fp32, threads=threads, spinning=False)
     return {
         f"{preset} torch eager": torch_contenders(built)["torch eager"],
@@ -215,10 +258,10 @@ def other_model_contenders(preset: str, size: int, num_classes: int, threads: in
 
 
 def own_contenders(
-    preset: str, overrides: list[str], size: int, num_classes: int, threads: int
+    preset: str, overrides: list[str], size: int, num_classes: int, threads: int, *, seed: int = 0
 ) -> Deployments:
     """Every deployment of this model at ``size``; optional ones skipped with their reason."""
-    built = build(preset, overrides, size, num_classes)
+    built = build(preset, overrides, size, num_classes, seed=seed)
     contenders = torch_contenders(built)
     contenders.update(onnxruntime_contenders(built, threads))
     skipped: dict[str, str] = {}

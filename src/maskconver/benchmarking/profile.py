@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,10 +242,15 @@ def graph_info(model: Any) -> tuple[dict[str, dict[str, Any]], dict[str, list[Te
     return attrs, weights
 
 
-def part_of(layer: Layer) -> str:
-    """``network`` for the network's nodes (and layout reorders), ``merge`` for the rest."""
+def part_of(layer: Layer, inputs: Collection[str] = ()) -> str:
+    """``network`` for the network's nodes, ``merge`` for the rest.
+
+    The network is the nodes under ``NETWORK_PREFIX``, onnxruntime's layout reorders, and
+    ``inputs``: the nodes outside it that the raw outputs need (the image's layout and type,
+    ``export.scope``), which run whether or not the graph merges.
+    """
     network = layer.name.startswith(NETWORK_PREFIX) or layer.op in LAYOUT_OPS
-    return NETWORK if network else MERGE
+    return NETWORK if network or layer.name in inputs else MERGE
 
 
 def _tensors(entries: Sequence[Mapping[str, Sequence[int]]]) -> list[Tensor]:
@@ -367,7 +372,7 @@ def summarize(layers: Sequence[Layer], rates: Rates) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: -float(row["ms"]))
 
 
-def layer_row(layer: Layer, rates: Rates) -> dict[str, Any]:
+def layer_row(layer: Layer, rates: Rates, inputs: Collection[str] = ()) -> dict[str, Any]:
     """One layer as a JSON-ready row (with its GFLOP/s, floor and bound)."""
     return {
         "name": layer.name,
@@ -380,5 +385,5 @@ def layer_row(layer: Layer, rates: Rates) -> dict[str, Any]:
         "gflops": gflops(layer),
         "floor_ms": floor_ms(layer, rates),
         "bound": bound(layer, rates),
-        "part": part_of(layer),
+        "part": part_of(layer, inputs),
     }

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from maskconver.benchmarking.measure import cpu_model
 from maskconver.benchmarking.profile import (
@@ -159,9 +160,15 @@ def plain_session(path: Path, *, threads: int, spinning: bool) -> Any:
 
 
 def export_untrained(
-    preset: str, overrides: list[str], size: tuple[int, int], num_classes: int, path: Path
+    preset: str,
+    overrides: list[str],
+    size: tuple[int, int],
+    num_classes: int,
+    path: Path,
+    *,
+    seed: int = 0,
 ) -> None:
-    """Export the config's model with untrained weights at a fixed ``size``."""
+    """Export the config's model with untrained weights (random init ``seed``) at ``size``."""
     from maskconver.build import build_model
     from maskconver.config import load_config
     from maskconver.data.types import Category, CategorySet
@@ -172,6 +179,7 @@ def export_untrained(
     categories = CategorySet(
         [Category(i + 1, f"class{i + 1}", i % 2 == 0) for i in range(classes)], "contiguous"
     )
+    torch.manual_seed(seed)
     model = build_model(cfg.model, classes).eval()
     export_model(model, cfg, categories, classes, path, size=size)
 
@@ -207,6 +215,7 @@ def profile_network(
     warmup: int = 2,
     num_classes: int,
     spinning: bool | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Profile the exported network against the rates measured in the same run.
 
@@ -216,12 +225,15 @@ def profile_network(
     import onnx
 
     from maskconver.export.runtime import DEFAULT_SPINNING
+    from maskconver.export.scope import merge_node_names, outside_network
 
     spin = DEFAULT_SPINNING if spinning is None else spinning
     with tempfile.TemporaryDirectory(prefix="maskconver-profile-") as tmp:
         folder = Path(tmp)
         path = folder / "model.onnx"
-        export_untrained(preset, overrides, size, num_classes, path)
+        export_untrained(preset, overrides, size, num_classes, path, seed=seed)
+        exported = onnx.load(str(path))
+        inputs = frozenset(outside_network(exported)) - frozenset(merge_node_names(exported))
         analytic_macs = sum(graph_macs(static_shapes(onnx.load(str(path)))).values())
         feed = network_feed(size)
         copy_model, copy_feed = copy_probe()
@@ -265,10 +277,10 @@ def profile_network(
         "graph_macs": analytic_macs,
         "profiled_macs": sum(layer.macs for layer in layers["network"]),
         "parts": {},
-        "layers": [layer_row(layer, rates) for layer in layers["network"]],
+        "layers": [layer_row(layer, rates, inputs) for layer in layers["network"]],
     }
     for part in (NETWORK, MERGE):
-        group = [layer for layer in layers["network"] if part_of(layer) == part]
+        group = [layer for layer in layers["network"] if part_of(layer, inputs) == part]
         kernels = sum(layer.ms for layer in group)
         floor = network_floor_ms(group, rates)
         report["parts"][part] = {

@@ -100,6 +100,13 @@ def register(subparsers: Any) -> None:
         "--top", type=positive_int, default=15, help="layers listed by --profile (slowest first)"
     )
     p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="random init of the untrained weights of --compare and --profile (the merge's "
+        "cost depends on how contested the untrained masks are)",
+    )
+    p.add_argument(
         "--spin",
         action="store_true",
         help="--profile with onnxruntime's intra-op spinning on (the backend's default is off)",
@@ -166,6 +173,7 @@ def _compare(args: argparse.Namespace) -> int:
             threads=args.threads or torch.get_num_threads(),
             peers=not args.no_peers,
             others=list(args.also),
+            seed=args.seed,
         )
     except ConfigError as e:
         print(f"benchmark: {e}")
@@ -198,6 +206,7 @@ def _profile(args: argparse.Namespace) -> int:
             warmup=max(1, args.warmup),
             num_classes=args.num_classes,
             spinning=True if args.spin else None,
+            seed=args.seed,
         )
     except ConfigError as e:
         print(f"benchmark: {e}")

@@ -55,3 +55,37 @@ def merge_node_names(model: Any) -> list[str]:
 def outside_network(model: Any) -> list[str]:
     """Names of the nodes of an ``onnx.ModelProto`` outside the network (``NETWORK_PREFIX``)."""
     return [n.name for n in model.graph.node if not n.name.startswith(NETWORK_PREFIX)]
+
+
+def network_only(model: Any) -> Any:
+    """A copy of an ``onnx.ModelProto`` without its merge: the raw outputs and what they need.
+
+    The nodes, initializers and inputs only the merge core uses are dropped, so running the
+    copy on the same feed (minus the inputs it no longer has) times everything but the merge
+    (``benchmark --compare``'s merge share).
+
+    Raises:
+        ExportError: the graph has no raw outputs to tell the network from the merge.
+    """
+    import onnx
+
+    dropped = set(merge_node_names(model))
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    kept = [node for node in graph.node if node.name not in dropped]
+    merge = set(CORE_OUTPUTS) | {SEMANTIC_OUTPUT}
+    outputs = [o for o in graph.output if o.name not in merge]
+    used = {name for node in kept for name in node.input} | {o.name for o in outputs}
+    inputs = [i for i in graph.input if i.name in used]
+    initializers = [t for t in graph.initializer if t.name in used]
+    for field, values in (
+        (graph.node, kept),
+        (graph.output, outputs),
+        (graph.input, inputs),
+        (graph.initializer, initializers),
+    ):
+        chosen = list(values)
+        del field[:]
+        field.extend(chosen)
+    return copy

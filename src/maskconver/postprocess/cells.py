@@ -2,9 +2,10 @@
 
 A bilinear resize (``align_corners=False``) computes each canvas pixel from the four mask pixels
 (corners) of its cell: ``(y0, x0), (y0, x1), (y1, x0), (y1, x1)`` with ``y1 = min(y0 + 1,
-h - 1)``. These helpers give each canvas row / column its cell and weight, gather values at a
-cell's corners, estimate the fraction of a cell above a level, and evaluate the canvas pixels
-nearest the mask pixels; ``merge_fast`` builds the fast merge from them. Sizes are ints in eager
+h - 1)``. These helpers give each canvas row / column its cell and weight, each cell its corners
+and its span of canvas pixels, list the pixels of chosen cells, estimate the fraction of a cell
+above a level, and evaluate the canvas pixels nearest the mask pixels; ``merge_fast`` builds the
+fast merge from them. Sizes are ints in eager
 mode and 0-d tensors in a trace (the canvas stays dynamic in an export).
 """
 
@@ -84,22 +85,6 @@ def corner_offsets(height: Any, width: Any, device: torch.device) -> Tensor:
     )
 
 
-def at_corners(maps: Tensor, index: Tensor, offsets: Tensor) -> Tensor:
-    """Values of ``maps[index]`` at each cell's corners.
-
-    Args:
-        maps: ``[m, h, w]``.
-        index: ``[n, h, w]`` int64 map (row of ``maps``) per cell and slot.
-        offsets: ``[4, h, w]`` from ``corner_offsets``.
-
-    Returns:
-        ``[4, n, h, w]``: ``maps[index[s, y, x], corner r of cell (y, x)]``.
-    """
-    plane = maps.shape[1] * maps.shape[2]
-    flat = index[None] * plane + offsets[:, None]
-    return maps.reshape(-1)[flat]
-
-
 def coverage(logits: Tensor, threshold: float) -> Tensor:
     """Fraction of each bilinear cell where the interpolated logit exceeds ``threshold``.
 
@@ -133,51 +118,62 @@ def coverage(logits: Tensor, threshold: float) -> Tensor:
     return (0.5 + mean / width.clamp(min=TINY)).clamp(0.0, 1.0)
 
 
-def lerp(start: Tensor, end: Tensor, weight: Tensor) -> Tensor:
-    """``start + weight * (end - start)`` (``torch.lerp`` has no ONNX export)."""
-    return start + weight * (end - start)
-
-
 def sampled_peaks(
     logits: Tensor, axes: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]], canvas: tuple
 ) -> Tensor:
     """``[m]`` the largest interpolated logit over the canvas pixels nearest the mask pixels.
 
-    Each mask pixel's nearest canvas pixel (inside the crop) is evaluated exactly as the resize
-    would: a proposal whose value there exceeds a threshold owns at least that pixel, and one
-    whose values there all stay below owns (almost surely) none, as a bilinear patch peaks at a
-    corner. This decides ``own area > 0`` where ``coverage`` only sees a sliver of a cell.
+    Each mask pixel's nearest canvas pixel (inside the crop) is evaluated as the resize would
+    (two MatMuls with the bilinear weights of those rows and columns): a proposal whose value
+    there exceeds a threshold owns at least that pixel, and one whose values there all stay
+    below owns (almost surely) none, as a bilinear patch peaks at a corner. This decides
+    ``own area > 0`` where ``coverage`` only sees a sliver of a cell.
 
     Args:
         logits: ``[m, h, w]``.
         axes: ``((rows, row_frac), (cols, col_frac))`` from ``bilinear_axis``.
         canvas: ``(Hc, Wc)`` the whole mask map is resized to.
     """
-    picked = []
+    weights = []
     for dim, ((lo, frac), full) in enumerate(zip(axes, canvas, strict=True)):
         size = size_of(logits, dim + 1)
         mask_pixels = torch.arange(size, device=logits.device).to(torch.float32)
         scale = _float(full, logits.device) / _float(size, logits.device)
         nearest = ((mask_pixels + 0.5) * scale - 0.5).round().long().clamp(min=0)
         index = torch.minimum(nearest, torch.zeros_like(nearest) + (size_of(lo, 0) - 1))
-        first = lo[index]
-        picked.append((first, next_index(size, logits.device)[first], frac[index]))
-    (rows, rows1, fy), (cols, cols1, fx) = picked
-    # two gathers: rows then columns, each with both corners' indices side by side
-    count_y, count_x = rows.shape[0], cols.shape[0]
-    corners = select_columns(
-        logits.index_select(1, torch.cat([rows, rows1])), torch.cat([cols, cols1])
-    )  # [m, 2 h, 2 w]: (upper, lower) x (left, right)
-    upper, lower = corners[:, :count_y], corners[:, count_y:]
-    top = lerp(upper[:, :, :count_x], upper[:, :, count_x:], fx)
-    bottom = lerp(lower[:, :, :count_x], lower[:, :, count_x:], fx)
-    return lerp(top, bottom, fy[:, None]).flatten(1).amax(1)
+        weights.append(interpolation_weights(lo[index], frac[index], size))
+    rows, cols = weights  # [h, h'], [w, w']
+    return (rows.transpose(0, 1) @ (logits @ cols)).flatten(1).amax(1)
 
 
-def cell_pixels(lo: Tensor, size_in: Any) -> Tensor:
-    """``[size_in]`` float: how many output pixels read each source cell (their ``lo``)."""
+def interpolation_weights(lo: Tensor, frac: Tensor, size_in: Any) -> Tensor:
+    """``[size_in, n]``: column ``j`` holds the bilinear weights of output pixel ``j``.
+
+    ``1 - frac`` on source ``lo`` and ``frac`` on ``min(lo + 1, size_in - 1)`` (both on the
+    last source pixel, summing to 1, where the resize clamps).
+    """
+    source = torch.arange(size_in, device=lo.device)[:, None]
+    hi = next_index(size_in, lo.device)[lo]
+    at_lo = (source == lo[None]).to(frac.dtype)
+    at_hi = (source == hi[None]).to(frac.dtype)
+    return at_lo * (1.0 - frac)[None] + at_hi * frac[None]
+
+
+def cell_spans(lo: Tensor, size_in: Any) -> tuple[Tensor, Tensor]:
+    """``(first, count)`` ``[size_in]`` int64: the output pixels that read each source cell.
+
+    ``lo`` (from ``bilinear_axis``) is non-decreasing, so the pixels of cell ``i`` are
+    ``first[i] .. first[i] + count[i] - 1`` (none for a cell no output pixel reads).
+    """
     cells = torch.arange(size_in, device=lo.device)
-    return (lo[:, None] == cells[None, :]).to(torch.float32).sum(0)
+    count = (lo[:, None] == cells[None, :]).sum(0)
+    first = (lo[:, None] < cells[None, :]).sum(0)
+    return first, count
+
+
+def lerp(start: Tensor, end: Tensor, weight: Tensor) -> Tensor:
+    """``start + weight * (end - start)`` (``torch.lerp`` has no ONNX export)."""
+    return start + weight * (end - start)
 
 
 def select_columns(maps: Tensor, index: Tensor) -> Tensor:
@@ -203,18 +199,23 @@ def select_columns(maps: Tensor, index: Tensor) -> Tensor:
 def counts_per_cell(onehot: Tensor, rows: Tensor, cols: Tensor, size: tuple[Any, Any]) -> Tensor:
     """How many canvas pixels of each bilinear cell are set, per map: ``[q, h, w]``.
 
-    Two MatMuls with the cells' one-hot membership matrices (columns ``[W, w]``, then rows
-    ``[h, H]``): exact, as float32 holds the integer counts, and several times faster in
-    onnxruntime than a scatter-add per canvas pixel or running sums along a row.
+    Running sums down the canvas rows (one ``CumSum``), read at the last canvas row of each
+    cell row and differenced (``[q, h, W]``: the counts per cell row and canvas column), then
+    one MatMul with the cells' one-hot column membership ``[W, w]``. Exact, as float32 holds
+    the integer counts (fewer than ``2**24`` rows, and pixels per cell), and several times
+    faster in onnxruntime than a scatter-add per canvas pixel or a MatMul over the canvas rows.
 
     Args:
         onehot: ``[q, H, W]`` float 0 / 1.
-        rows: ``[H]`` int64 cell row of each canvas row (``bilinear_axis``).
+        rows: ``[H]`` int64 cell row of each canvas row (non-decreasing).
         cols: ``[W]`` int64 cell column of each canvas column.
-        size: ``(h, w)`` of the mask map.
+        size: ``(h, w)`` of the cells.
     """
     cell_rows = torch.arange(size[0], device=rows.device)
+    ends = (rows[None, :] <= cell_rows[:, None]).sum(1)  # [h]: canvas rows up to each cell row
+    started = (ends > 0).to(onehot.dtype)[None, :, None]  # cell rows before the first: none
+    running = onehot.cumsum(1).index_select(1, (ends - 1).clamp(min=0)) * started  # [q, h, W]
+    per_row = torch.cat([running[:, :1], running[:, 1:] - running[:, :-1]], 1)
     cell_cols = torch.arange(size[1], device=cols.device)
     in_col = (cols[:, None] == cell_cols[None, :]).to(onehot.dtype)  # [W, w]
-    in_row = (cell_rows[:, None] == rows[None, :]).to(onehot.dtype)  # [h, H]
-    return in_row @ (onehot @ in_col)
+    return per_row @ in_col

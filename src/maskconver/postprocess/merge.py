@@ -262,6 +262,7 @@ def finish_merge(
     proposals: SortedProposals,
     *,
     won_area: Tensor | None = None,
+    segment_area: Tensor | None = None,
     owner_of: Callable[[Tensor], Tensor] | None = None,
     mode: MergeMode,
     overlap_threshold: float,
@@ -278,9 +279,11 @@ def finish_merge(
             ``prob >= mask_threshold`` (maskformer) of each sorted proposal.
         proposals: the output of ``sort_proposals`` (``K`` rows).
         won_area: ``[K]`` int64 pixels each proposal wins, when the caller counted them.
-        owner_of: reference mode, instead of ``winner`` (None): ``keep [K]`` -> the owner map
-            ``[H, W]`` (the caller builds it from the keep decisions directly; needs
-            ``won_area``).
+        segment_area: maskformer mode with ``owner_of``: ``[K]`` int64 won and confident
+            pixels of each proposal.
+        owner_of: instead of ``winner`` (None): ``keep [K]`` -> the owner map ``[H, W]`` (the
+            caller builds it from the keep decisions directly; needs ``won_area``, and in
+            maskformer mode ``segment_area``).
         mode: ``"reference"`` or ``"maskformer"``.
         overlap_threshold: see the module docstring.
         min_area: reference mode: keep iff won area > ``min_area``.
@@ -311,16 +314,20 @@ def finish_merge(
             raise ValueError("finish_merge needs the winner map or owner_of")
         in_segment = keep[winner]
     else:
-        if winner is None:
+        if owner_of is None and winner is None:
             raise ValueError("the maskformer merge needs the winner map")
-        if winner_prob is None:
-            raise ValueError("the maskformer merge needs the winners' probabilities")
-        confident = winner_prob >= mask_threshold
-        segment_area = bin_count(winner, confident, num)
+        if segment_area is None:
+            if winner is None or winner_prob is None:
+                raise ValueError("the maskformer merge needs the winners' probabilities")
+            segment_area = bin_count(winner, winner_prob >= mask_threshold, num)
         ratio = won_area.to(scores.dtype) / own_area.clamp(min=1).to(scores.dtype)
         keep = valid & (segment_area > 0) & (own_area > 0) & (ratio >= overlap_threshold)
-        in_segment = keep[winner] & confident
         areas = torch.where(keep, segment_area, torch.zeros_like(segment_area))  # no 2nd count
+        if owner_of is not None:
+            return MergeCore(owner_of(keep), keep, proposals.classes, scores, areas)
+        if winner is None or winner_prob is None:
+            raise ValueError("the maskformer merge needs the winners' probabilities")
+        in_segment = keep[winner] & (winner_prob >= mask_threshold)
     if eager:
         owner = winner.masked_fill_(~in_segment, -1)  # winner is not needed any more
     else:

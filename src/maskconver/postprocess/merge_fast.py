@@ -1,26 +1,32 @@
-"""The fast merge: the exact merge's result without any ``[K, H, W]`` tensor on the canvas.
+"""The fast merge: the exact merge's result, with canvas work only where cells are contested.
 
 The exact merge (``merge.merge_proposals``) upsamples every proposal's mask logits bilinearly to
-the output canvas and takes the per-pixel argmax of ``prob x score`` over all K. Here the K-wide
-work stays at mask resolution ``[K, h, w]`` and a fixed handful of maps is upsampled:
+the output canvas and takes the per-pixel argmax of ``prob x score`` over all K. A bilinear
+resize computes each canvas pixel from the four mask pixels (corners) of its cell, and between
+them every proposal's value stays within its corners' smallest and largest. So:
 
-* **Owner map by candidates.** Bilinear upsampling computes a canvas pixel from the four mask
-  pixels (corners) of its cell. Each cell gets ``CANDIDATES`` proposals: from the best
-  ``RUNNERS_UP`` at each corner, those with the largest margin over the pool's best at 3 x 3
-  probe points of the cell (every corner's winner first). Their logits are interpolated to
-  each canvas pixel exactly as the resize does, and the best candidate owns it (ties to the
-  better-scored proposal, as one argmax). The result differs from the exact merge only where a
-  proposal wins inside a cell but is not among its candidates: rare (``docs/merge.md``).
-  Canvas-size work: ``CANDIDATES`` interpolated maps, independent of K.
-* **Won areas** are counted on that owner map (one ``bincount``).
+* **Settled cells** (``candidates.settle``): where one proposal's smallest corner value beats
+  every other proposal's largest, it wins all the cell's pixels, exactly; nothing is evaluated
+  on the canvas there.
+* **Contested rows**: every row of cells that holds a contested cell is evaluated on its
+  canvas rows. Each of its cells gets ``CANDIDATES`` proposals (``candidates.cell_candidates``),
+  interpolated to each canvas pixel exactly as the resize does, and the best one owns the pixel
+  (ties to the better-scored proposal, as one argmax). The result differs from the exact merge
+  only where a proposal wins a pixel without being among its cell's candidates. Whole rows of
+  cells keep the canvas work in contiguous rows (gathers of rows, a MatMul for the columns).
+* **Won areas** are the pixel counts of the settled cells outside those rows plus, inside
+  them, each cell's count per candidate (``cells.counts_per_cell``).
 * **Own areas** (``prob > 0.5`` or ``>= mask_threshold``, i.e. logit thresholds) are estimated
   per bilinear cell at mask resolution (``coverage``); whether a proposal owns any pixel at all
   is decided on the canvas pixels nearest the mask pixels (``sampled_peaks``); and the
   ``BORDERLINE`` proposals whose keep decision lies nearest the overlap threshold get their
   own areas counted exactly on the canvas (``recount_borderline``).
+* The owner map is the settled rows' cell owners spread over their pixels (one gather) and the
+  contested rows' winners, put in row order.
 
-Eager mode processes the canvas in row tiles of bounded memory; a trace runs one tile. The
-keep rule and the owner map come from the same ``merge.finish_merge`` as the exact merge.
+The canvas work follows the rows of contested cells (the segments' boundaries), never K. Eager
+mode evaluates the contested rows in tiles of bounded memory; a trace runs one tile. The keep
+rule is ``merge.finish_merge``'s, shared with the exact merge.
 """
 
 from __future__ import annotations
@@ -33,14 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from maskconver.postprocess.band import MAX_TILE_VALUES, TILE_MAPS, band_counts, contested_band
+from maskconver.postprocess.candidates import CANDIDATES, settle
 from maskconver.postprocess.cells import (
-    at_corners,
     bilinear_axis,
-    cell_pixels,
+    cell_spans,
     corner_offsets,
-    counts_per_cell,
     coverage,
-    lerp,
     sampled_peaks,
     select_columns,
     size_of,
@@ -50,146 +55,19 @@ from maskconver.postprocess.merge import (
     MergeCore,
     MergeMode,
     SortedProposals,
-    bin_count,
     fill_to,
     finish_merge,
     tracing,
 )
 
 BORDERLINE = 4  # proposals nearest the keep threshold whose own area is counted on the canvas
-CANDIDATES = 5  # proposals compared at each canvas pixel
-RUNNERS_UP = 3  # best proposals per mask pixel that may become a cell's candidates
-# canvas values one eager row tile holds at most (64 MB in float32, as canvas.MAX_CHUNK_VALUES)
-MAX_TILE_VALUES = 1 << 24
-TILE_MAPS = 24  # canvas-size maps alive per tile row (interpolated corners, values, indices)
-# the 3 x 3 probe points of a cell (t_y, t_x in 0, 1/2, 1) as weights of its 4 corners
-PROBE_WEIGHTS = torch.tensor(
-    [
-        [(1 - ty) * (1 - tx), (1 - ty) * tx, ty * (1 - tx), ty * tx]
-        for ty in (0.0, 0.5, 1.0)
-        for tx in (0.0, 0.5, 1.0)
-    ]
-)
+# logit margin of a settled cell's confidence (maskformer): above float rounding of a resize
+LOGIT_MARGIN = 1e-5
 
 
-def leaders(value: Tensor, count: int) -> Tensor:
-    """``[count, h, w]`` int64 indices of the ``count`` largest of ``value [m, h, w]`` per pixel.
-
-    Repeated maxima (``max`` then masking the winner) instead of ``topk`` over the leading
-    dimension, which is several times slower on CPUs; ties go to the lower index first.
-    """
-    rest = value
-    found = []
-    for _ in range(count):
-        index = rest.argmax(0)
-        found.append(index)
-        if len(found) < count:
-            rest = rest.scatter(0, index[None], -math.inf)
-    return torch.stack(found)
-
-
-def best_of(val: Tensor, prob: Tensor, *, want_prob: bool) -> tuple[Tensor, Tensor | None]:
-    """The slot with the largest ``val`` per pixel and, if wanted, its ``prob``.
-
-    The first maximum wins; slots hold ascending proposal ids, so ties go to the better-scored
-    proposal, as in the exact merge's argmax. A trace uses one ArgMax over the slots (one graph
-    node); eager torch compares slot by slot (its argmax over a leading dimension is several
-    times slower on CPUs).
-
-    Args:
-        val: ``[q, t, W]`` ``prob x score`` of each slot's proposal.
-        prob: ``[q, t, W]`` its probability.
-        want_prob: return the winner's probability too (the maskformer merge).
-
-    Returns:
-        ``[t, W]`` int64 slot and ``[t, W]`` probability (or None).
-    """
-    if tracing():
-        slot = val.argmax(0)
-        return slot, prob.gather(0, slot[None])[0] if want_prob else None
-    best, slot, best_prob = val[0], torch.zeros_like(val[0], dtype=torch.long), prob[0]
-    for q in range(1, int(val.shape[0])):  # strictly greater replaces: ties stay lower
-        better = val[q] > best
-        best = torch.where(better, val[q], best)
-        slot = slot.masked_fill(better, q)
-        if want_prob:
-            best_prob = torch.where(better, prob[q], best_prob)
-    return slot, best_prob if want_prob else None
-
-
-def won_areas(
-    winner: Tensor | None,
-    best_slot: Tensor,
-    candidates: Tensor,
-    cells: tuple[Tensor, Tensor],
-    num: int,
-) -> Tensor:
-    """``[num]`` int64 canvas pixels each proposal wins.
-
-    Eager: one ``bincount`` of the owner map. A trace counts each cell's pixels per candidate
-    slot (``counts_per_cell``) and adds them to the slots' proposals: a scatter of ``q x h x w``
-    counts instead of one per canvas pixel, which onnxruntime adds one at a time.
-
-    Args:
-        winner: ``[H, W]`` int64 owner map (eager; a trace may pass None).
-        best_slot: ``[H, W]`` int64 winning slot of each pixel (traced: the whole canvas).
-        candidates: ``[q, h, w]`` int64 proposals of each cell's slots.
-        cells: ``(rows [H], cols [W])`` cell of each canvas row / column.
-        num: K.
-    """
-    if winner is not None and not tracing():
-        return bin_count(winner, None, num)
-    rows, cols = cells
-    slots = torch.arange(candidates.shape[0], device=best_slot.device)
-    onehot = (best_slot[None] == slots[:, None, None]).to(torch.float32)  # [q, H, W]
-    size = size_of(candidates, 1), size_of(candidates, 2)
-    counts = counts_per_cell(onehot, rows, cols, size).round().long()  # [q, h, w]
-    zeros = torch.zeros(num, dtype=torch.int64, device=best_slot.device)
-    return zeros.scatter_add(0, candidates.flatten(), counts.flatten())
-
-
-def cell_candidates(
-    logits: Tensor,
-    value: Tensor,
-    scores: Tensor,
-    probability: Callable[[Tensor], Tensor],
-    offsets: Tensor,
-) -> Tensor:
-    """The ``CANDIDATES`` proposals of each bilinear cell that may own its canvas pixels.
-
-    The pool is the best ``RUNNERS_UP`` proposals (by ``prob x score``) at each of the cell's
-    four corners. Each is ranked by its largest margin ``value - best value of the pool`` over
-    the cell's 3 x 3 probe points (corners, edge midpoints, centre: bilinear as on the canvas),
-    repeats last; a corner's winner has margin 0 there, so every corner winner ranks first. The
-    chosen ones come in ascending proposal index (so ties go to the better-scored proposal).
-
-    Args:
-        logits: ``[m, h, w]`` mask logits of the sorted proposals.
-        value: ``[m, h, w]`` their ``prob x score``.
-        scores: ``[m]`` their scores.
-        probability: elementwise logits -> probabilities.
-        offsets: ``[4, h, w]`` from ``corner_offsets``.
-
-    Returns:
-        ``[CANDIDATES, h, w]`` int64 proposal indices, ascending (repeated where a cell has
-        fewer distinct ones).
-    """
-    best = leaders(value, min(RUNNERS_UP, int(value.shape[0])))  # [n, h, w]
-    layer = torch.arange(best.shape[0], device=value.device)[:, None, None]
-    pool = at_corners(best, layer.expand_as(best), offsets).flatten(0, 1)  # [4 n, h, w]
-    corner_logits = at_corners(logits, pool, offsets)  # [4 r, 4 n, h, w]
-    weights = PROBE_WEIGHTS.to(logits.device)  # [9, 4]: bilinear weights at the probes
-    probes = (weights @ corner_logits.flatten(1)).reshape((-1, *pool.shape))  # [9, 4 n, h, w]
-    probe_value = probability(probes) * scores[pool]
-    margin = (probe_value - probe_value.amax(1, keepdim=True)).amax(0)  # [4 n, h, w]
-    same = pool[:, None] == pool[None, :]  # [4 n, 4 n, h, w]: slot i holds slot j's proposal
-    slot = torch.arange(pool.shape[0], device=pool.device)
-    earlier = slot[:, None] > slot[None, :]
-    repeated = (same & earlier[:, :, None, None]).any(1)  # seen in an earlier slot: ranks last
-    margin = torch.where(repeated, torch.full_like(margin, -math.inf), margin)
-    slots = margin.topk(min(CANDIDATES, int(pool.shape[0])), dim=0).indices
-    chosen = pool.gather(0, slots)
-    return chosen.topk(int(chosen.shape[0]), dim=0, largest=False).values
+def add_counts(counts: Tensor, index: Tensor, amounts: Tensor) -> Tensor:
+    """``counts`` plus ``amounts`` added at ``index`` (int64, any length)."""
+    return counts.scatter_add(0, index, amounts.to(counts.dtype))
 
 
 def recount_borderline(
@@ -199,7 +77,6 @@ def recount_borderline(
     canvas: tuple[Any, Any],
     output: tuple[Any, Any],
     *,
-    probability: Callable[[Tensor], Tensor],
     above: Callable[[Tensor], Tensor],
     overlap_threshold: float,
     usable: Tensor,
@@ -210,7 +87,8 @@ def recount_borderline(
     overlap``); where the estimated own area puts a proposal within a few percent of that
     threshold, the estimate's error could flip it, so those ``BORDERLINE`` proposals (the
     smallest ``|won - overlap x own| / own`` among the usable ones) have their masks upsampled
-    and counted as the exact merge does: ``BORDERLINE`` maps on the canvas, not K.
+    and counted as the exact merge does: at most ``BORDERLINE`` maps on the canvas, not K, and
+    none for a proposal whose keep decision does not depend on its own area.
 
     Args:
         own: ``[m]`` int64 estimated own areas.
@@ -218,8 +96,8 @@ def recount_borderline(
         logits: ``[m, h, w]``.
         canvas: ``(Hc, Wc)`` the whole mask map is resized to; ``output``: the crop.
         output: ``(H, W)`` of the merge canvas.
-        probability: elementwise logits -> probabilities.
-        above: probabilities -> bool, the own-area test (``> 0.5`` or ``>= mask_threshold``).
+        above: logits -> bool, the own-area test (``prob > 0.5`` or ``prob >=
+            mask_threshold`` as a test of the logit: no probabilities on the canvas).
         overlap_threshold: of the keep rule.
         usable: ``[m]`` bool: proposals whose keep decision depends on the own area.
 
@@ -230,14 +108,17 @@ def recount_borderline(
     gap = (won.float() - overlap_threshold * own.float()).abs() / (own.float() + 1.0)
     gap = torch.where(usable, gap, torch.full_like(gap, math.inf))
     chosen = gap.topk(count, largest=False).indices
-    step = count
+    chosen = chosen[usable[chosen]]  # an unusable proposal's keep decision is made already
+    parts = [chosen]  # a trace: one piece of 0 to BORDERLINE maps
     if not tracing():  # eager: as many maps on the canvas at a time as MAX_TILE_VALUES holds
         step = max(1, min(count, MAX_TILE_VALUES // max(1, int(output[0]) * int(output[1]))))
-    parts = [chosen[i : i + step] for i in range(0, count, step)]
+        parts = [chosen[i : i + step] for i in range(0, int(chosen.shape[0]), step)]
+        if not parts:
+            return own
     counts = []
     for part in parts:
         up = F.interpolate(logits[part][None], size=canvas, mode="bilinear", align_corners=False)
-        inside = above(probability(up))[:, :, : output[0], : output[1]].flatten(2)[0]
+        inside = above(up)[:, :, : output[0], : output[1]].flatten(2)[0]
         if tracing():  # a float ReduceSum: onnxruntime's int64 one is several times slower
             counts.append(inside.to(torch.float32).sum(1).round().long())
         else:
@@ -284,7 +165,6 @@ def merge_proposals_fast(
         raise ValueError(f"merge mode must be 'reference' or 'maskformer', got {mode!r}")
     num = proposals.scores.shape[0]
     device = logits.device
-    eager = not tracing()
     if num == 0 or logits.shape[0] == 0:  # nothing to merge: every pixel is void
         height, width = int(output[0]), int(output[1])
         void = torch.full((height, width), -1, dtype=torch.int64, device=device)
@@ -292,51 +172,62 @@ def merge_proposals_fast(
         return MergeCore(void, proposals.valid & False, proposals.classes, proposals.scores, zeros)
     logits = logits.float()
     h, w = size_of(logits, 1), size_of(logits, 2)
+    flat = logits.flatten(1)  # [m, h w]
     scores = proposals.scores[: logits.shape[0]].to(torch.float32)
-    value = probability(logits) * scores[:, None, None]
-    offsets = corner_offsets(h, w, device)
-    candidates = cell_candidates(logits, value, scores, probability, offsets)  # [q, h, w]
-    corner_logits = at_corners(logits, candidates, offsets)  # [4 r, q, h, w]
+    value = probability(flat) * scores[:, None]
+    corners = corner_offsets(h, w, device).flatten(1)  # [4, h w]
+    lead, settled, _ = settle(value, corners)  # [h w]
+    level = ORIGINAL_AREA_PROB if mode == "reference" else mask_threshold
+    threshold = logit_threshold(level)
+    confident = None  # maskformer: a settled cell's leader is confident on all its pixels
+    if mode == "maskformer":
+        at = flat.reshape(-1)[lead[None] * flat.shape[1] + corners]  # [4, h w]
+        confident = at.amin(0) >= threshold + LOGIT_MARGIN
+        settled = settled & (confident | (at.amax(0) < threshold - LOGIT_MARGIN))
     rows, row_frac = bilinear_axis(h, canvas[0], output[0], device)
     cols, col_frac = bilinear_axis(w, canvas[1], output[1], device)
-    # along x at mask rows, then rows per tile: [4 r, q, h, w] -> [q, h, W] top and bottom
-    along_x = select_columns(corner_logits, cols)
-    top = lerp(along_x[0], along_x[1], col_frac)
-    bottom = lerp(along_x[2], along_x[3], col_frac)
-    cell_scores = select_columns(proposals.scores.to(torch.float32)[candidates], cols)
-    out_h = int(output[0]) if eager else 0
-    tile = max(1, MAX_TILE_VALUES // (TILE_MAPS * int(cols.shape[0]))) if eager else 0
-    winners, winner_probs, slot_maps = [], [], []
-    for start in range(0, out_h, tile) if eager else [0]:
-        part = slice(start, start + tile) if eager else slice(None)
-        tile_rows, tile_frac = rows[part], row_frac[part]
-        upper, lower = top.index_select(1, tile_rows), bottom.index_select(1, tile_rows)
-        prob = probability(lerp(upper, lower, tile_frac[None, :, None]))  # [q, t, W]
-        val = prob * cell_scores.index_select(1, tile_rows)
-        best_slot, best_prob = best_of(val, prob, want_prob=mode == "maskformer")
-        cell = tile_rows[:, None] * w + cols[None, :]  # [t, W] flat cell of each pixel
-        flat = best_slot * (h * w) + cell  # [t, W] (slot, cell) of each pixel, flat
-        slot_maps.append((best_slot, flat))
-        if eager or mode == "maskformer":
-            winners.append(candidates.reshape(-1)[flat])
-        if best_prob is not None:
-            winner_probs.append(best_prob)
-    # traced, reference mode: no owner map before the keep decisions (``owner_by_slot``)
-    winner = None if not winners else winners[0] if len(winners) == 1 else torch.cat(winners)
-    winner_prob = None
-    if mode == "maskformer":
-        winner_prob = winner_probs[0] if len(winner_probs) == 1 else torch.cat(winner_probs)
-    level = ORIGINAL_AREA_PROB if mode == "reference" else mask_threshold
-    fraction = coverage(logits, logit_threshold(level))  # [m, h, w]
-    row_pixels = cell_pixels(rows, h)
-    col_pixels = cell_pixels(cols, w)
-    pixels = (row_pixels[:, None] * col_pixels[None, :]).reshape(-1, 1)  # [h w, 1]
-    own = (fraction.flatten(1) @ pixels)[:, 0].round().long()
-    peaks = sampled_peaks(logits, ((rows, row_frac), (cols, col_frac)), canvas)
-    threshold = logit_threshold(level)
+    axes = ((rows, row_frac), (cols, col_frac))
+    spans = (cell_spans(rows, h), cell_spans(cols, w))
+    cell_area = (spans[0][1][:, None] * spans[1][1][None, :]).flatten()  # [h w] int64
+    # rows of cells with a contested cell: evaluated on the canvas; the rest spread
+    open_rows = (~settled).reshape(-1, w).any(1)  # [h]
+    outside = (~open_rows)[corners[0] // w]  # [h w]: the cells of settled rows of cells
+    band = contested_band(
+        flat,
+        value,
+        scores,
+        proposals.scores.to(torch.float32),
+        corners,
+        open_rows,
+        axes,
+        w,
+        probability=probability,
+        want_winner=not tracing() or mode == "maskformer",
+        want_prob=mode == "maskformer",
+    )
+    zeros = torch.zeros(num, dtype=torch.int64, device=device)
+    outside_area = cell_area * outside
+    sure = None  # maskformer: the band's confident pixels
+    if band.winner_prob is not None:
+        sure = band.winner_prob >= mask_threshold
+    if band.winner is not None and not tracing():  # eager: count the band's winners
+        won_area = add_counts(zeros, band.winner.flatten(), torch.ones_like(band.winner).flatten())
+        band_segment = None
+        if sure is not None:
+            band_segment = add_counts(zeros, band.winner[sure], torch.ones_like(band.winner[sure]))
+    else:  # a trace: per cell and candidate slot (a scatter per canvas pixel is slow there)
+        won_area = band_counts(band, cols, zeros, None)
+        band_segment = band_counts(band, cols, zeros, sure) if sure is not None else None
+    won_area = add_counts(won_area, lead, outside_area)
+    segment_area = None
+    if mode == "maskformer" and confident is not None and band_segment is not None:
+        segment_area = add_counts(band_segment, lead, outside_area * confident)
+    # own areas: estimated per cell, exact for the closest keep decisions
+    fraction = coverage(logits, threshold)  # [m, h, w]
+    own = (fraction.flatten(1) @ cell_area.to(torch.float32)[:, None])[:, 0].round().long()
+    peaks = sampled_peaks(logits, axes, canvas)
     owns = peaks > threshold if mode == "reference" else peaks >= threshold
     own = torch.where(owns, own.clamp(min=1), torch.zeros_like(own))
-    won_area = won_areas(winner, slot_maps[0][0], candidates, (rows, cols), num)
     enough = won_area[: own.shape[0]] > (min_area if mode == "reference" else 0)
     own = recount_borderline(
         own,
@@ -344,28 +235,46 @@ def merge_proposals_fast(
         logits,
         canvas,
         output,
-        probability=probability,
-        above=(lambda p: p > level) if mode == "reference" else (lambda p: p >= level),
+        above=(lambda x: x > threshold) if mode == "reference" else (lambda x: x >= threshold),
         overlap_threshold=overlap_threshold,
         usable=proposals.valid[: own.shape[0]] & enough,
     )
-    own_area = fill_to(own, num)
-    owner_of = None
-    if winner is None:  # traced reference mode: one gather of the kept candidates per pixel
 
-        def owner_of(keep: Tensor) -> Tensor:
-            kept = torch.where(keep[candidates], candidates, torch.full_like(candidates, -1))
-            return kept.reshape(-1)[slot_maps[0][1]]
+    def owner_of(keep: Tensor) -> Tensor:
+        """The owner map: settled rows' cell owners spread, the band's winners, in row order."""
+        table = torch.where(keep, torch.arange(num, device=device), torch.full_like(zeros, -1))
+        cell_owner = table[lead]
+        if confident is not None:  # maskformer: a settled cell's pixels are all confident or not
+            cell_owner = torch.where(confident, cell_owner, torch.full_like(cell_owner, -1))
+        band_owner = table[band.candidates].reshape(-1)[band.flat]  # [H', W]
+        if sure is not None:
+            band_owner = torch.where(sure, band_owner, torch.full_like(band_owner, -1))
+        rest = (~open_rows)[rows].nonzero()[:, 0]  # [H''] canvas rows of settled rows of cells
+        if not tracing():
+            owner = torch.empty((int(output[0]), int(output[1])), dtype=torch.int64, device=device)
+            owner[rest] = cell_owner.view(-1, int(w))[rows[rest][:, None], cols[None, :]]
+            owner[band.rows] = band_owner
+            return owner
+        # the cells' rows, then their columns as a MatMul (exact: small integers in float32)
+        by_row = cell_owner.reshape(-1, w).index_select(0, rows[rest]).to(torch.float32)
+        spread = select_columns(by_row, cols).round().long()  # [H'', W]
+        order = torch.cat([rest, band.rows])  # every canvas row once
+        position = torch.zeros_like(order).scatter(0, order, torch.ones_like(order).cumsum(0) - 1)
+        return torch.cat([spread, band_owner])[position]
 
     return finish_merge(
-        winner,
-        winner_prob,
-        own_area,
+        None,
+        None,
+        fill_to(own, num),
         proposals,
         won_area=won_area,
+        segment_area=segment_area,
         owner_of=owner_of,
         mode=mode,
         overlap_threshold=overlap_threshold,
         min_area=min_area,
         mask_threshold=mask_threshold,
     )
+
+
+__all__ = ["CANDIDATES", "TILE_MAPS", "merge_proposals_fast"]
