@@ -316,9 +316,9 @@ def format_profile(report: dict[str, Any], *, top: int = DEFAULT_TOP) -> str:
         f"layers faster than their floor: {report['beat_floor']} of {len(rows)}",
         f"MACs {report['graph_macs'] / 1e9:.3f} G from the exported graph's shapes, "
         f"{report['profiled_macs'] / 1e9:.3f} G in the nodes onnxruntime ran",
-        f"network (/model/ nodes): kernels {network['kernels_ms']:.2f} ms, roofline floor "
-        f"{network['floor_ms']:.2f} ms, network / floor {network['ratio']:.2f}",
-        f"merge (peaks + panoptic merge): kernels {merge['kernels_ms']:.2f} ms, floor "
+        f"network (/model/ nodes and the image's layout): kernels {network['kernels_ms']:.2f} "
+        f"ms, roofline floor {network['floor_ms']:.2f} ms, network / floor {network['ratio']:.2f}",
+        f"merge (the panoptic merge core): kernels {merge['kernels_ms']:.2f} ms, floor "
         f"{merge['floor_ms']:.2f} ms, merge / floor {merge['ratio']:.2f}",
         f"whole graph: {report['graph_ms']:.2f} ms per run (kernels "
         f"{network['kernels_ms'] + merge['kernels_ms']:.2f} ms, the rest is scheduling between "
