@@ -55,6 +55,7 @@ from maskconver.postprocess.merge import (
     MergeCore,
     MergeMode,
     SortedProposals,
+    bin_count,
     fill_to,
     finish_merge,
     tracing,
@@ -211,10 +212,8 @@ def merge_proposals_fast(
     if band.winner_prob is not None:
         sure = band.winner_prob >= mask_threshold
     if band.winner is not None and not tracing():  # eager: count the band's winners
-        won_area = add_counts(zeros, band.winner.flatten(), torch.ones_like(band.winner).flatten())
-        band_segment = None
-        if sure is not None:
-            band_segment = add_counts(zeros, band.winner[sure], torch.ones_like(band.winner[sure]))
+        won_area = bin_count(band.winner, None, num)
+        band_segment = bin_count(band.winner, sure, num) if sure is not None else None
     else:  # a trace: per cell and candidate slot (a scatter per canvas pixel is slow there)
         won_area = band_counts(band, cols, zeros, None)
         band_segment = band_counts(band, cols, zeros, sure) if sure is not None else None
