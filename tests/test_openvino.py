@@ -331,3 +331,21 @@ def test_cli_int8_export_prints_the_pq_check(
     assert "int8 check on 4 synthetic validation images: PQ float" in out, out
     assert read_openvino_metadata(path).quantization == "static"
     assert main([*args, "--int8", "dynamic", "--overwrite"]) == 2
+
+
+def test_compare_times_openvino_without_its_merge() -> None:
+    """``benchmark --compare``'s OpenVINO rows without the merge run the network-only graph:
+    fp32 gives onnxruntime's raw outputs, int8 runs (the merge's share on OpenVINO)."""
+    from maskconver.benchmarking import deployments
+
+    built = deployments.build("tiny", ["model.num_proposals=5"], 64, 5)
+    assert deployments.openvino_network_calls(built, 1) == {}  # no network-only graph yet
+    calls = deployments.onnxruntime_contenders(built, 1)
+    reference = calls[f"onnxruntime fp32{deployments.NETWORK_ONLY}"]()
+    network = deployments.openvino_network_calls(built, 1)
+    assert set(network) == {f"OpenVINO {p}{deployments.NETWORK_ONLY}" for p in ("fp32", "int8")}
+    fp32 = network[f"OpenVINO fp32{deployments.NETWORK_ONLY}"]()
+    assert len(fp32) == len(reference)
+    for got, expected in zip(fp32.values(), reference, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+    assert len(network[f"OpenVINO int8{deployments.NETWORK_ONLY}"]()) == len(reference)

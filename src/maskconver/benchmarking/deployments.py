@@ -5,7 +5,8 @@
 * onnxruntime fp32 without and with intra-op spinning (``export.runtime.session_options``), and
   int8 (static QDQ), the graph's merge included; and fp32 on the graph without its merge
   (``NETWORK_ONLY``), so the merge's share of end to end is measured in the same rounds;
-* OpenVINO fp32 and int8 (``export.openvino``, NNCF) and TFLite (``export.tflite``, LiteRT):
+* OpenVINO fp32 and int8 (``export.openvino``, NNCF; each also without its merge) and TFLite
+  (``export.tflite``, LiteRT):
   their modules are imported only here and only when asked (``openvino_contenders``,
   ``tflite_contenders``); a missing module or runtime skips the rows with the reason.
 
@@ -28,6 +29,7 @@ from maskconver.benchmarking.measure import PIXEL_MAX, count_macs
 Contenders = dict[str, Callable[[], Any]]
 CALIBRATION_IMAGES = 4
 NETWORK_ONLY = " network only"  # suffix of a row that runs a graph without its merge
+NETWORK_FILE = "network.onnx"  # that graph, next to the exported model
 
 
 @dataclass
@@ -163,7 +165,7 @@ def network_call(built: Built, threads: int) -> Callable[[], Any]:
     from maskconver.export.runtime import session_options
     from maskconver.export.scope import network_only
 
-    path = built.folder / "network.onnx"
+    path = built.folder / NETWORK_FILE
     onnx.save(network_only(onnx.load(str(built.onnx_fp32))), str(path))
     session = ort.InferenceSession(
         str(path), session_options(threads, spinning=False), providers=["CPUExecutionProvider"]
@@ -201,7 +203,42 @@ def openvino_contenders(built: Built, threads: int) -> Contenders:
     out["OpenVINO int8"] = runtime_call(
         OpenVinoPanopticModel(int8, threads=threads), built.image, built.size
     )
+    out.update(openvino_network_calls(built, threads))
     return out
+
+
+def openvino_network_calls(built: Built, threads: int) -> Contenders:
+    """OpenVINO fp32 and int8 on the graph without its merge (``network_call``'s file).
+
+    The int8 copy is NNCF's on the same calibration images; beside the whole graphs they time
+    the merge's share of end to end on OpenVINO. None when onnxruntime's rows did not run.
+    """
+    import openvino as ov
+
+    from maskconver.export.openvino import quantize_openvino
+
+    path = built.folder / NETWORK_FILE
+    if not path.exists():
+        return {}
+    int8 = built.folder / "network_int8.xml"
+    quantize_openvino(path, int8, [{"image": feed["image"]} for feed in built.calibration])
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    config["INFERENCE_NUM_THREADS"] = threads  # as OpenVinoPanopticModel compiles
+    feed = {"image": built.image[None]}
+    calls: Contenders = {}
+    for name, source in (("OpenVINO fp32", path), ("OpenVINO int8", int8)):
+        request = ov.Core().compile_model(str(source), "CPU", config).create_infer_request()
+        calls[f"{name}{NETWORK_ONLY}"] = infer_call(request, feed)
+    return calls
+
+
+def infer_call(request: Any, feed: dict[str, np.ndarray]) -> Callable[[], Any]:
+    """One ``request.infer(feed)`` (an OpenVINO infer request)."""
+
+    def call() -> Any:
+        return request.infer(feed)
+
+    return call
 
 
 def tflite_contenders(built: Built, threads: int) -> Contenders:
