@@ -59,7 +59,7 @@ def contested(outputs: dict[str, np.ndarray]) -> tuple[float, float]:
     order = torch.argsort(scores, descending=True, stable=True)
     _, h, w = logits.shape
     value = torch.sigmoid(logits[order].flatten(1)) * scores[order][:, None]
-    _, settled, _ = settle(value, corner_offsets(h, w, torch.device("cpu")).flatten(1))
+    _, settled = settle(value, corner_offsets(h, w, torch.device("cpu")).flatten(1))
     open_cells = ~settled.view(h, w)
     return float(open_cells.float().mean()), float(open_cells.any(1).float().mean())
 

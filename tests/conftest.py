@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,14 +133,15 @@ SMALL_UNTRAINED_RUN = [
 ]
 
 
-def save_untrained_tiny(folder: Path) -> Path:
-    """An untrained ``tiny`` checkpoint (``SMALL_UNTRAINED_RUN``: 64 px, opened-up merge)."""
+def save_untrained_tiny(folder: Path, overrides: Sequence[str] = ()) -> Path:
+    """An untrained ``tiny`` checkpoint (``SMALL_UNTRAINED_RUN``: 64 px, opened-up merge; then
+    ``overrides``)."""
     from maskconver.build import build_model
     from maskconver.config import load_config
     from maskconver.data.synthetic import synthetic_categories
     from maskconver.engine.checkpoint import save_checkpoint
 
-    cfg = load_config("tiny", SMALL_UNTRAINED_RUN)
+    cfg = load_config("tiny", [*SMALL_UNTRAINED_RUN, *overrides])
     categories = synthetic_categories()
     classes = len(categories.categories)
     torch.manual_seed(0)

@@ -56,7 +56,7 @@ def test_a_settled_cells_leader_wins_every_pixel_of_the_cell(index: int) -> None
         logits, scores, _ = _smooth_logits(12, geometry[0], 10 * index + seed)
         h, w = logits.shape[1:]
         value = torch.sigmoid(logits.flatten(1)) * scores[:, None]
-        lead, settled, _ = settle(value, corner_offsets(h, w, torch.device("cpu")).flatten(1))
+        lead, settled = settle(value, corner_offsets(h, w, torch.device("cpu")).flatten(1))
         exact = (torch.sigmoid(_resized(logits, canvas, output)) * scores[:, None, None]).argmax(0)
         rows, _ = bilinear_axis(h, canvas[0], output[0], torch.device("cpu"))
         cols, _ = bilinear_axis(w, canvas[1], output[1], torch.device("cpu"))
@@ -206,7 +206,7 @@ def test_the_merge_graph_equals_eager_in_every_regime(
     logits, scores, classes = _regime(regime)
     value = torch.sigmoid(logits.flatten(1)) * scores[:, None]
     order = scores.argsort(descending=True)
-    _, settled, _ = settle(value[order], corner_offsets(16, 20, torch.device("cpu")).flatten(1))
+    _, settled = settle(value[order], corner_offsets(16, 20, torch.device("cpu")).flatten(1))
     contested_rows = int((~settled).view(16, 20).any(1).sum())
     assert contested_rows == {"settled": 0, "contested": 16, "border": 1}[regime]
     size = torch.tensor([64, 80])

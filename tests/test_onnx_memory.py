@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SMALL_UNTRAINED_RUN
+from conftest import save_untrained_tiny
 from PIL import Image
 
 from maskconver.postprocess.merge_fast import TILE_MAPS
@@ -29,23 +29,7 @@ from maskconver.predictor import Predictor  # noqa: E402
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from maskconver.build import build_model
-    from maskconver.config import load_config
-    from maskconver.data.synthetic import synthetic_categories
-    from maskconver.engine.checkpoint import save_checkpoint
-
-    cfg = load_config("tiny", [*SMALL_UNTRAINED_RUN, "model.num_proposals=8"])
-    categories = synthetic_categories()
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ckpt"),
-        model=build_model(cfg.model, len(categories)),
-        ema=None,
-        optimizer=None,
-        step=1,
-        config=cfg,
-        categories=categories,
-        num_classes=len(categories),
-    )
+    return save_untrained_tiny(tmp_path_factory.mktemp("ckpt"), ["model.num_proposals=8"])
 
 
 @pytest.fixture(scope="module")

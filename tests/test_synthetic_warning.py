@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_UNTRAINED_RUN
+from conftest import save_untrained_tiny
 from PIL import Image
 
 from maskconver.config import load_config
-from maskconver.data.synthetic import synthetic_categories
 from maskconver.predictor import (
     SYNTHETIC_ONLY_NOTE,
     Predictor,
@@ -25,32 +24,14 @@ from maskconver.predictor import (
 )
 
 
-def _checkpoint(folder: Path, overrides: list[str]) -> Path:
-    from maskconver.build import build_model
-    from maskconver.engine.checkpoint import save_checkpoint
-
-    cfg = load_config("tiny", [*SMALL_UNTRAINED_RUN, *overrides])
-    categories = synthetic_categories()
-    return save_checkpoint(
-        folder,
-        model=build_model(cfg.model, len(categories)),
-        ema=None,
-        optimizer=None,
-        step=1,
-        config=cfg,
-        categories=categories,
-        num_classes=len(categories),
-    )
-
-
 @pytest.fixture(scope="module")
 def synthetic_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _checkpoint(tmp_path_factory.mktemp("synthetic"), [])
+    return save_untrained_tiny(tmp_path_factory.mktemp("synthetic"))
 
 
 @pytest.fixture(scope="module")
 def real_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _checkpoint(tmp_path_factory.mktemp("real"), ["data.root=/data/coco"])
+    return save_untrained_tiny(tmp_path_factory.mktemp("real"), ["data.root=/data/coco"])
 
 
 def test_the_config_records_the_synthetic_dataset() -> None:

@@ -133,37 +133,24 @@ def image_record(
     png_name: str,
     category_ids: set[int],
 ) -> Record:
-    """The ``images`` and ``annotations`` entries of one prediction, as ``CocoPanopticWriter``.
+    """One prediction's ``images`` and ``annotations`` entries, with scores.
+
+    ``data.writer.panoptic_entries``, as ``CocoPanopticWriter`` writes them.
 
     Raises:
         ValueError: map ids and segment ids differ, or a category id is unknown.
     """
-    import numpy as np
+    from maskconver.data.writer import panoptic_entries
 
-    from maskconver.data.types import PADDING, VOID
-    from maskconver.data.writer import segment_bbox
-
-    ids, counts = np.unique(panoptic, return_counts=True)
-    area = {int(i): int(c) for i, c in zip(ids, counts, strict=True) if i not in (VOID, PADDING)}
-    if set(area) != {s.id for s in segments}:
-        raise ValueError(f"image id {image_id}: map ids and segment ids differ")
-    infos = []
-    for seg in segments:
-        if seg.category_id not in category_ids:
-            raise ValueError(f"image id {image_id}: unknown category id {seg.category_id}")
-        infos.append(
-            {
-                "id": int(seg.id),
-                "category_id": int(seg.category_id),
-                "iscrowd": int(seg.iscrowd),
-                "area": area[seg.id],
-                "bbox": segment_bbox(panoptic == seg.id),
-                "score": float(seg.score),
-            }
-        )
-    height, width = panoptic.shape
-    image = {"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)}
-    annotation = {"image_id": image_id, "file_name": png_name, "segments_info": infos}
+    image, annotation = panoptic_entries(
+        image_id,
+        file_name,
+        panoptic,
+        segments,
+        png_name=png_name,
+        category_ids=category_ids,
+        scores=True,
+    )
     return {"stem": stem, "image": image, "annotation": annotation}
 
 

@@ -7,7 +7,7 @@ Used for ground truth (``write_coco_panoptic``, the synthetic dataset) and for p
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,6 +37,53 @@ def atomic_write_json(path: Path, payload: object) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(payload, f)
+
+
+def panoptic_entries(
+    image_id: int | str,
+    file_name: str,
+    panoptic: np.ndarray,
+    segments: Iterable[SegmentInfo],
+    *,
+    png_name: str,
+    category_ids: Container[int],
+    scores: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``images`` and ``annotations`` entries of one ``[H, W]`` id map (COCO panoptic).
+
+    Areas and boxes are counted from the map; ``scores`` adds each segment's ``score``.
+
+    Raises:
+        ValueError: a segment id absent from the map, a map id without a segment, or a
+            category id not in ``category_ids``.
+    """
+    segments = list(segments)
+    ids, counts = np.unique(panoptic, return_counts=True)
+    area = {int(i): int(c) for i, c in zip(ids, counts, strict=True) if i not in (VOID, PADDING)}
+    listed = {s.id for s in segments}
+    if set(area) - listed or listed - set(area):
+        raise ValueError(
+            f"image id {image_id}: map ids {sorted(area)} and segment ids {sorted(listed)} "
+            "differ (every segment must occur in the map and vice versa)"
+        )
+    infos = []
+    for seg in segments:
+        if seg.category_id not in category_ids:
+            raise ValueError(f"image id {image_id}: unknown category id {seg.category_id}")
+        infos.append(
+            {
+                "id": int(seg.id),
+                "category_id": int(seg.category_id),
+                "iscrowd": int(seg.iscrowd),
+                "area": area[seg.id],
+                "bbox": segment_bbox(panoptic == seg.id),
+            }
+        )
+        if scores:
+            infos[-1]["score"] = float(seg.score)
+    height, width = panoptic.shape
+    image = {"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)}
+    return image, {"image_id": image_id, "file_name": png_name, "segments_info": infos}
 
 
 class CocoPanopticWriter:
@@ -102,41 +149,20 @@ class CocoPanopticWriter:
             raise ValueError(f"image id {image_id} added twice to {self.out_json}")
         if png_name in self._png_names:
             raise ValueError(f"image id {image_id}: PNG name {png_name} already used")
-        ids, counts = np.unique(panoptic, return_counts=True)
-        area = {
-            int(i): int(c) for i, c in zip(ids, counts, strict=True) if i not in (VOID, PADDING)
-        }
-        listed = {s.id for s in segments}
-        if set(area) - listed or listed - set(area):
-            raise ValueError(
-                f"image id {image_id}: map ids {sorted(area)} and segment ids {sorted(listed)} "
-                "differ (every segment must occur in the map and vice versa)"
-            )
-        infos = []
-        for seg in segments:
-            if seg.category_id not in self.categories.by_id:
-                raise ValueError(f"image id {image_id}: unknown category id {seg.category_id}")
-            infos.append(
-                {
-                    "id": int(seg.id),
-                    "category_id": int(seg.category_id),
-                    "iscrowd": int(seg.iscrowd),
-                    "area": area[seg.id],
-                    "bbox": segment_bbox(panoptic == seg.id),
-                }
-            )
-            if self.scores:
-                infos[-1]["score"] = float(seg.score)
+        image, annotation = panoptic_entries(
+            image_id,
+            file_name,
+            panoptic,
+            segments,
+            png_name=png_name,
+            category_ids=self.categories.by_id,
+            scores=self.scores,
+        )
         write_panoptic_png(self.png_dir / png_name, panoptic)
-        height, width = panoptic.shape
         self._image_ids.add(image_id)
         self._png_names.add(png_name)
-        self._images.append(
-            {"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)}
-        )
-        self._annotations.append(
-            {"image_id": image_id, "file_name": png_name, "segments_info": infos}
-        )
+        self._images.append(image)
+        self._annotations.append(annotation)
 
     def close(self) -> None:
         """Write the JSON atomically (idempotent)."""

@@ -160,7 +160,7 @@ def evaluate_model(
                     bar.write(f"skipped unreadable validation sample {i}: {e}")
             if not originals:
                 continue
-            inputs = [transform(_copy_sample(s)) for s in originals]
+            inputs = [transform(copy_sample(s)) for s in originals]
             predictions = predict_samples(runner, postprocessor, inputs)
             for sample, pred, position in zip(originals, predictions, positions):
                 metric.update(
@@ -248,7 +248,7 @@ def run_evaluation(
     return metrics
 
 
-def _copy_sample(sample: PanopticSample) -> PanopticSample:
+def copy_sample(sample: PanopticSample) -> PanopticSample:
     """A shallow copy with its own ``meta`` so transforms never touch the original GT."""
     return PanopticSample(
         image=sample.image,

@@ -58,7 +58,7 @@ def leaders(value: Tensor, count: int) -> Tensor:
     return torch.stack(found, -1)
 
 
-def settle(value: Tensor, corners: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def settle(value: Tensor, corners: Tensor) -> tuple[Tensor, Tensor]:
     """Each cell's leader and whether it wins every pixel of the cell.
 
     Args:
@@ -67,7 +67,7 @@ def settle(value: Tensor, corners: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     Returns:
         ``lead [n]`` int64 (the proposal with the largest smallest-corner value; ties: the
-        lower index), ``settled [n]`` bool, and ``lead_value [n]`` (that smallest corner value).
+        lower index) and ``settled [n]`` bool.
     """
     by_pixel = value.transpose(0, 1)  # [h w, m]: proposals last
     at = [by_pixel[corner] for corner in corners]  # 4 x [n, m]
@@ -77,7 +77,7 @@ def settle(value: Tensor, corners: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     lead = low.argmax(-1)  # [n]
     lead_value = low.gather(-1, lead[:, None])[:, 0]
     others = high.scatter(-1, lead[:, None], -math.inf).amax(-1)  # [n]
-    return lead, others < lead_value * (1.0 - SETTLE_MARGIN), lead_value
+    return lead, others < lead_value * (1.0 - SETTLE_MARGIN)
 
 
 def cell_candidates(

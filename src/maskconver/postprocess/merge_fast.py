@@ -177,7 +177,7 @@ def merge_proposals_fast(
     scores = proposals.scores[: logits.shape[0]].to(torch.float32)
     value = probability(flat) * scores[:, None]
     corners = corner_offsets(h, w, device).flatten(1)  # [4, h w]
-    lead, settled, _ = settle(value, corners)  # [h w]
+    lead, settled = settle(value, corners)  # [h w]
     level = ORIGINAL_AREA_PROB if mode == "reference" else mask_threshold
     threshold = logit_threshold(level)
     confident = None  # maskformer: a settled cell's leader is confident on all its pixels

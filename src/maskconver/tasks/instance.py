@@ -198,6 +198,7 @@ def evaluate_instances(
 
     from maskconver.build import build_eval_transforms
     from maskconver.data.coco_panoptic import DatasetError
+    from maskconver.engine.evaluate import copy_sample
     from maskconver.meta.dr1mask.build import build_instance_postprocessor
 
     if not isinstance(model, nn.Module):
@@ -224,7 +225,7 @@ def evaluate_instances(
                     skipped += 1
             if not originals:
                 continue
-            inputs = [transform(_copy(s)) for s in originals]
+            inputs = [transform(copy_sample(s)) for s in originals]
             predictions = predict_instances(model, postprocessor, inputs, device)
             for sample, pred, position in zip(originals, predictions, positions, strict=True):
                 record = gt_record(sample, categories, position)
@@ -246,15 +247,3 @@ def evaluate_instances(
         "skipped": skipped,
         "seconds": time.perf_counter() - start,
     }
-
-
-def _copy(sample: PanopticSample) -> PanopticSample:
-    """A shallow copy with its own ``meta`` (transforms never touch the original GT)."""
-    return PanopticSample(
-        image=sample.image,
-        panoptic=sample.panoptic,
-        segments=list(sample.segments),
-        image_id=sample.image_id,
-        file_name=sample.file_name,
-        meta=dict(sample.meta),
-    )
