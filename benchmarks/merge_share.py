@@ -9,6 +9,9 @@ depends on the init: the contested cells and rows of cells are printed beside ea
 
     OMP_NUM_THREADS=2 python benchmarks/merge_share.py --seeds 0 1 2 3 4 5 --threads 2
 
+``--plot PNG`` draws the shares (now and, with ``--before``, before) per size and seed;
+``--replot TABLE`` draws them from this script's printed output saved to a file, without timing.
+
 ``--before DIR`` times, beside them, the whole graphs of another checkout exported from the same
 inits (``DIR/{size}_s{seed}.onnx``: ``torch.manual_seed(seed)``, then that checkout's
 ``benchmarking.profile_run.export_untrained``; docs/merge.md has the commands).
@@ -109,6 +112,53 @@ def measure(size: int, seed: int, args: argparse.Namespace) -> str:
     return line
 
 
+def parse_rows(lines: list[str]) -> list[dict[str, float]]:
+    """The table rows this script prints, as numbers (size, seed, share, share before)."""
+    rows = []
+    for line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 7 or not cells[0].isdigit():
+            continue
+        row = {"size": float(cells[0]), "seed": float(cells[1])}
+        row["share"] = float(cells[6].rstrip(" %"))
+        if len(cells) >= 9:
+            row["before"] = float(cells[8].rstrip(" %"))
+        rows.append(row)
+    return rows
+
+
+def plot(rows: list[dict[str, float]], path: Path, title: str) -> None:
+    """Bars of the merge's share per seed, one panel per size, the 15 % goal as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({int(r["size"]) for r in rows})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 3.6), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        group = [r for r in rows if int(r["size"]) == size]
+        seeds = np.arange(len(group))
+        if all("before" in r for r in group):
+            ax.bar(seeds - 0.2, [r["before"] for r in group], 0.4, label="before", color="0.7")
+            ax.bar(seeds + 0.2, [r["share"] for r in group], 0.4, label="now", color="tab:blue")
+        else:
+            ax.bar(seeds, [r["share"] for r in group], 0.6, label="now", color="tab:blue")
+        ax.axhline(15, color="tab:red", linestyle="--", linewidth=1, label="goal 15 %")
+        ax.set_xticks(seeds, [str(int(r["seed"])) for r in group])
+        ax.set_xlabel("random init (seed)")
+        ax.set_ylabel("merge, % of end to end")
+        ax.set_title(f"{size} x {size}")
+        top = max(max(r["share"], r.get("before", 0.0)) for r in group)
+        ax.set_ylim(0, 1.4 * max(top, 15))  # room for the legend above the bars
+        ax.legend(fontsize=8, ncol=3, loc="upper center")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     """Print the table (the CPU model first)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -119,21 +169,32 @@ def main() -> None:
     p.add_argument("--folder", type=Path, default=Path("runs/merge_share"))
     p.add_argument("--before", type=Path, help="graphs of another checkout, same file names")
     p.add_argument("--export-only", action="store_true", help="export the graphs and stop")
+    p.add_argument("--plot", type=Path, help="draw the measured shares to this PNG")
+    p.add_argument("--replot", type=Path, help="draw from a saved output of this script, no runs")
     args = p.parse_args()
+    if args.replot:
+        lines = args.replot.read_text(encoding="utf-8").splitlines()
+        plot(parse_rows(lines), args.plot or args.replot.with_suffix(".png"), lines[0])
+        return
     args.folder.mkdir(parents=True, exist_ok=True)
     if args.export_only:
         for size in args.sizes:
             for seed in args.seeds:
                 export(size, seed, args.folder)
         return
-    print(f"CPU: {cpu_model()}, onnxruntime {args.threads} thread(s), medians of {args.rounds}")
+    title = f"CPU: {cpu_model()}, onnxruntime {args.threads} thread(s), medians of {args.rounds}"
+    print(title)
+    lines = []
     header = "| size | seed | contested cells | contested rows | network ms | merge ms | share |"
     if args.before:
         header += " merge ms before | share before | same owners |"
     print(header)
     for size in args.sizes:
         for seed in args.seeds:
-            print(measure(size, seed, args), flush=True)
+            lines.append(measure(size, seed, args))
+            print(lines[-1], flush=True)
+    if args.plot:
+        plot(parse_rows(lines), args.plot, title)
 
 
 if __name__ == "__main__":
