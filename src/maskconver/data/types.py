@@ -65,6 +65,18 @@ class PanopticSample:
     meta: dict[str, object] = field(default_factory=dict)
 
 
+def copy_sample(sample: PanopticSample) -> PanopticSample:
+    """A shallow copy with its own ``segments`` and ``meta`` (transforms keep the GT intact)."""
+    return PanopticSample(
+        image=sample.image,
+        panoptic=sample.panoptic,
+        segments=list(sample.segments),
+        image_id=sample.image_id,
+        file_name=sample.file_name,
+        meta=dict(sample.meta),
+    )
+
+
 class CategorySet:
     """Ordered categories with the map between dataset ids and model class indices.
 

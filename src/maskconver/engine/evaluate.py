@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from maskconver.config import Config
-from maskconver.data.types import CategorySet, PanopticSample
+from maskconver.data.types import CategorySet, PanopticSample, copy_sample
 from maskconver.engine.distributed import all_reduce_sum, get_rank, get_world_size
 from maskconver.inference import Backend, as_backend, predict_samples
 
@@ -246,18 +246,6 @@ def run_evaluation(
     metrics["step"] = step
     log.log(step, {k: v for k, v in metrics.items() if k != "per_class"}, kind="eval")
     return metrics
-
-
-def copy_sample(sample: PanopticSample) -> PanopticSample:
-    """A shallow copy with its own ``meta`` so transforms never touch the original GT."""
-    return PanopticSample(
-        image=sample.image,
-        panoptic=sample.panoptic,
-        segments=list(sample.segments),
-        image_id=sample.image_id,
-        file_name=sample.file_name,
-        meta=dict(sample.meta),
-    )
 
 
 def _image_name(sample: PanopticSample) -> str:

@@ -31,7 +31,7 @@ from pycocotools import mask as mask_utils
 from torch import nn
 
 from maskconver.config import Config, ConfigError
-from maskconver.data.types import CategorySet, PanopticSample
+from maskconver.data.types import CategorySet, PanopticSample, copy_sample
 from maskconver.evaluation.mask_ap import ImageRecord, MaskAP
 
 RESULTS_JSON = "instances.json"
@@ -198,7 +198,6 @@ def evaluate_instances(
 
     from maskconver.build import build_eval_transforms
     from maskconver.data.coco_panoptic import DatasetError
-    from maskconver.engine.evaluate import copy_sample
     from maskconver.meta.dr1mask.build import build_instance_postprocessor
 
     if not isinstance(model, nn.Module):
